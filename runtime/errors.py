@@ -1,0 +1,14 @@
+"""Error types raised by the runtime."""
+from __future__ import annotations
+
+
+class EngineError(RuntimeError):
+    """A model or engine file could not be loaded or run."""
+
+
+class InputError(ValueError):
+    """Feeds do not match the engine's inputs (name, dtype, rank or shape)."""
+
+
+class BackendUnavailableError(EngineError):
+    """The backend needed for an artifact is not installed or has no device here."""

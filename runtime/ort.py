@@ -1,0 +1,138 @@
+"""ONNX Runtime backend: .onnx and .ort files on the CPU, CUDA or TensorRT execution providers."""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .engine import Engine
+from .errors import BackendUnavailableError, EngineError
+from .specs import TensorSpec
+
+log = logging.getLogger(__name__)
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+}
+
+_PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+_INSTALL_HINT = {
+    "CUDAExecutionProvider": "install the GPU build (`pip install 'qdq[gpu]'`, i.e. onnxruntime-gpu) and a CUDA 12 runtime on a machine with an NVIDIA GPU",
+    "TensorrtExecutionProvider": "install onnxruntime-gpu (`pip install 'qdq[gpu]'`) plus TensorRT (`pip install 'qdq[tensorrt]'`) on a machine with an NVIDIA GPU",
+}
+
+
+def resolve_providers(providers: Sequence[str] | None) -> list[str]:
+    """Map short names (cpu, cuda, tensorrt) to ORT provider names and check they are available."""
+    import onnxruntime as ort
+
+    if not providers:
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    resolved = []
+    for p in providers:
+        name = _PROVIDER_ALIASES.get(p.lower(), p) if isinstance(p, str) else p
+        if name not in available:
+            hint = _INSTALL_HINT.get(name, "check the provider name")
+            raise BackendUnavailableError(
+                f"ONNX Runtime execution provider {name} is not available here "
+                f"(available: {', '.join(available)}); {hint}"
+            )
+        resolved.append(name)
+    return resolved
+
+
+def _spec(node_arg: Any) -> TensorSpec:
+    dtype = _ORT_TYPES.get(node_arg.type)
+    if dtype is None:
+        raise EngineError(f"tensor {node_arg.name!r} has unsupported type {node_arg.type}")
+    shape = tuple(d if isinstance(d, (int, str)) else None for d in (node_arg.shape or ()))
+    return TensorSpec(node_arg.name, np.dtype(dtype), shape)
+
+
+def _source_and_label(model: Any) -> tuple[Any, str]:
+    """Return what InferenceSession accepts (path str or bytes) and a label for messages."""
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        _check_file_kind(path)
+        return str(path), str(path)
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model), "<model bytes>"
+    if hasattr(model, "SerializeToString"):
+        return model.SerializeToString(), f"<ModelProto {getattr(model.graph, 'name', '')}>"
+    raise EngineError(f"cannot load a model from {type(model).__name__}; pass a path, bytes or onnx.ModelProto")
+
+
+def _check_file_kind(path: Path) -> None:
+    """Reject files that are plainly not ONNX / ORT models before ORT produces a cryptic message."""
+    size = path.stat().st_size
+    if size == 0:
+        raise EngineError(f"{path} is empty; expected an ONNX model (.onnx) or ORT-format model (.ort)")
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if head.lstrip().startswith((b"{", b"<", b"#", b"PK")) or head.startswith(b"\x7fELF"):
+        raise EngineError(f"{path} is not an ONNX model (it looks like a text, archive or binary file)")
+
+
+class OrtEngine(Engine):
+    """An ONNX Runtime InferenceSession behind the Engine contract."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model: Any, providers: Sequence[str] | None = None, session_options: Any = None) -> None:
+        import onnxruntime as ort
+
+        source, self.label = _source_and_label(model)
+        self.providers = resolve_providers(providers)
+        opts = session_options if session_options is not None else ort.SessionOptions()
+        if isinstance(source, str) and source.endswith(".ort"):
+            opts.add_session_config_entry("session.load_model_format", "ORT")
+        try:
+            self.session = ort.InferenceSession(source, sess_options=opts, providers=self.providers)
+        except Exception as exc:  # ORT raises several private exception types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"ONNX Runtime could not load {self.label}: {first}") from exc
+        self._inputs = [_spec(i) for i in self.session.get_inputs()]
+        self._outputs = [_spec(o) for o in self.session.get_outputs()]
+        log.debug("loaded %s on %s", self.label, self.session.get_providers())
+
+    @property
+    def input_specs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    @property
+    def output_specs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+    def _run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
+        names = outputs or [o.name for o in self._outputs]
+        try:
+            values = self.session.run(names, feeds)
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"running {self.label} failed: {msg}") from exc
+        return dict(zip(names, values))
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
