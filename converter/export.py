@@ -141,6 +141,8 @@ def _run_exporter(
 ) -> None:
     import torch
 
+    if not log.isEnabledFor(logging.DEBUG):  # torch logs optional-op registration misses at WARNING
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
