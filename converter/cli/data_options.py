@@ -1,0 +1,56 @@
+"""Shared `--data` options for commands that read calibration or evaluation data."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+
+def data_options(default_samples: int | None = None, required: bool = True) -> Callable:
+    """Add --data, --num-samples, --batch-size, --max-length and --tokenizer to a command."""
+
+    def decorate(fn: Callable) -> Callable:
+        opts = [
+            click.option("--data", "-d", "data", required=required,
+                         help="Data: a .txt/.jsonl/.npz/.npy file, an image or .npz folder, or builtin:text, "
+                              "builtin:text-heldout, builtin:corpus, builtin:digits."),
+            click.option("--num-samples", "-n", type=int, default=default_samples, show_default=True,
+                         help="Use at most this many samples."),
+            click.option("--batch-size", type=int, default=8, show_default=True),
+            click.option("--max-length", type=int, default=128, show_default=True, help="Token limit for text data."),
+            click.option("--tokenizer", default=None,
+                         help="Tokenizer folder (or built-in model name) for text data; default: the model "
+                              "the ONNX file was exported from."),
+        ]
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return decorate
+
+
+def tokenizer_dir(model_path: Path, tokenizer: str | None) -> Path | None:
+    """--tokenizer if given, else the folder recorded at export, else a tokenizer beside the model."""
+    from converter.models import resolve_model, source_model_dir
+
+    if tokenizer:
+        return resolve_model(tokenizer)
+    recorded = source_model_dir(model_path)
+    if recorded is not None:
+        return recorded
+    if (model_path.parent / "tokenizer.json").is_file() or (model_path.parent / "tokenizer_config.json").is_file():
+        return model_path.parent
+    return None
+
+
+def open_model_data(model_path: Path, specs: list, data: str, num_samples: int | None, batch_size: int,
+                    max_length: int, tokenizer: str | None, **options: Any) -> Iterator[dict[str, np.ndarray]]:
+    """Feed dicts for ``specs`` from ``data``, with the model's tokenizer for text."""
+    from calibration_data import open_data
+
+    return open_data(data, specs, batch_size=batch_size, num_samples=num_samples,
+                     model_dir=tokenizer_dir(model_path, tokenizer), max_length=max_length, **options)
+

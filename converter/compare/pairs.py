@@ -1,0 +1,59 @@
+"""Match the quantized tensors of a QDQ model to their float twins in the reference model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+
+@dataclass(frozen=True)
+class TensorPair:
+    """``float_name`` in the reference, its quantize→dequantize output ``dq_name`` in the candidate."""
+
+    float_name: str
+    dq_name: str
+    consumer_ops: tuple[str, ...]
+
+
+def _produced_names(model: onnx.ModelProto) -> set[str]:
+    names = {i.name for i in model.graph.input}
+    for node in model.graph.node:
+        names.update(o for o in node.output if o)
+    return names
+
+
+def match_quantized_tensors(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[TensorPair]:
+    """Pairs for every activation QuantizeLinear→DequantizeLinear in ``candidate`` whose float input exists in ``reference``.
+
+    Weights (DequantizeLinear of a constant) have no runtime twin and are skipped.
+    """
+    ref_names = _produced_names(reference)
+    g = candidate.graph
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    pairs: list[TensorPair] = []
+    seen: set[str] = set()
+    for q in g.node:
+        if q.op_type != "QuantizeLinear" or q.input[0] not in ref_names:
+            continue
+        for dq in consumers.get(q.output[0], []):
+            if dq.op_type != "DequantizeLinear" or dq.output[0] in seen:
+                continue
+            seen.add(dq.output[0])
+            ops = tuple(sorted({n.op_type for n in consumers.get(dq.output[0], [])}))
+            pairs.append(TensorPair(q.input[0], dq.output[0], ops))
+    return pairs
+
+
+def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also returns the (float) tensors ``names`` as graph outputs."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    existing = {o.name for o in copy.graph.output}
+    for name in names:
+        if name not in existing:
+            copy.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            existing.add(name)
+    return copy
