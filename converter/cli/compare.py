@@ -25,8 +25,10 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
 @click.option("--per-layer", is_flag=True, help="Also compare every quantized tensor with its FP32 twin.")
 @click.option("--top", type=int, default=15, show_default=True, help="Rows of the per-layer table.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write an HTML page with plots (implies --per-layer).")
 def command(reference: Path, candidate: Path, data: str, num_samples: int | None, batch_size: int, max_length: int,
-            tokenizer: str | None, per_layer: bool, top: int, json_path: Path | None) -> None:
+            tokenizer: str | None, per_layer: bool, top: int, json_path: Path | None, html_path: Path | None) -> None:
     """Compare CANDIDATE (e.g. INT8) with REFERENCE (FP32) on --data: cosine, SNR, abs errors, top-1."""
     from converter.compare import compare_models
     from runtime import Engine
@@ -35,6 +37,7 @@ def command(reference: Path, candidate: Path, data: str, num_samples: int | None
     with Engine.load(reference) as eng:
         specs = eng.input_specs
     feeds = open_model_data(reference, specs, data, num_samples, batch_size, max_length, tokenizer)
+    per_layer = per_layer or html_path is not None
     report = compare_models(reference, candidate, feeds, per_layer=per_layer)
     click.echo(f"{report.samples} samples, {report.seconds:.1f}s")
     click.echo(f"{'output':<28} {'mean cos':>9} {'min cos':>9} {'SNR dB':>8} {'max abs':>9} {'mean abs':>9} {'top-1':>7}")
@@ -51,3 +54,8 @@ def command(reference: Path, candidate: Path, data: str, num_samples: int | None
         text = json.dumps(report.to_dict(), indent=1, default=lambda o: None)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
         click.echo(f"wrote {json_path}")
+    if html_path:
+        from converter.compare.html import write_html
+
+        write_html(report, html_path)
+        click.echo(f"wrote {html_path}")

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..calib.observers import HistogramObserver
 from ..errors import ConverterError
 from ..inspect import load_onnx
 from .metrics import ErrorStats
@@ -28,6 +29,7 @@ class LayerError:
     pair: TensorPair
     stats: ErrorStats = field(default_factory=ErrorStats)  # candidate's dequantized tensor vs FP32 twin
     local: ErrorStats = field(default_factory=ErrorStats)  # candidate's own float input vs its Q/DQ output
+    observer: HistogramObserver = field(default_factory=lambda: HistogramObserver(num_bins=512))  # FP32 values
 
     def to_dict(self) -> dict[str, Any]:
         return {"tensor": self.pair.float_name, "dq_tensor": self.pair.dq_name, "consumers": list(self.pair.consumer_ops),
@@ -119,6 +121,7 @@ def compare_models(
             p = layer.pair
             layer.stats.update(r[p.float_name], c[p.dq_name])
             layer.local.update(c[p.float_name], c[p.dq_name])
+            layer.observer.update(r[p.float_name])
         samples += len(next(iter(feeds.values())))
     if samples == 0:
         raise CompareError("no data: the data source yielded no samples")

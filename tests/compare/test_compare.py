@@ -13,26 +13,6 @@ from converter.compare import CompareError, ErrorStats, compare_models, match_qu
 from converter.inspect import load_onnx
 
 
-@pytest.fixture(scope="module")
-def ort_qdq_cnn(digits_cnn_onnx: Path, digits_split: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The digits CNN quantized by onnxruntime's quantize_static (QDQ, per-channel int8), as a peer-made QDQ model."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    X = digits_split["X_train"]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"image": X[i : i + 64]} for i in range(0, 256, 64)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    out = tmp_path_factory.mktemp("ortq") / "cnn_qdq.onnx"
-    quantize_static(str(digits_cnn_onnx), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    return out
-
-
 def test_error_stats_known_values() -> None:
     s = ErrorStats()
     ref = np.array([[3.0, 4.0], [1.0, 0.0]])
