@@ -17,6 +17,7 @@ from .validate import validate_feeds
 log = logging.getLogger(__name__)
 
 ModelSource = "str | os.PathLike[str] | bytes | onnx.ModelProto"
+_TENSORRT_SUFFIXES = (".engine", ".plan")
 
 
 class Engine(abc.ABC):
@@ -65,13 +66,37 @@ class Engine(abc.ABC):
 
     @staticmethod
     def load(model: Any, providers: Sequence[str] | None = None, session_options: Any = None) -> "Engine":
-        """Open a model or engine artifact: an ONNX/ORT file path, serialized bytes, or an onnx.ModelProto."""
+        """Open a model or engine artifact: a file path, serialized ONNX bytes, or an onnx.ModelProto.
+
+        The backend is picked from the file: a build manifest beside it (``<file>.manifest.json``, or the
+        manifest path itself) names the target, providers and provider options and is checked against the
+        file; otherwise ``.engine``/``.plan`` files go to TensorRT and everything else (``.onnx``, ``.ort``)
+        to ONNX Runtime. Explicit ``providers`` override the manifest's.
+        """
         from .ort import OrtEngine
 
         if isinstance(model, (str, os.PathLike)):
+            from .manifest import locate
+
             path = Path(model)
             if not path.exists():
                 raise EngineError(f"model file not found: {path}")
             if path.is_dir():
-                raise EngineError(f"{path} is a folder; expected a model file (.onnx, .ort)")
+                raise EngineError(f"{path} is a folder; expected a model file (.onnx, .ort, .engine)")
+            artifact, manifest, _ = locate(path)
+            backend = manifest.backend if manifest else (
+                "tensorrt" if artifact.suffix.lower() in _TENSORRT_SUFFIXES else "onnxruntime")
+            if backend == "tensorrt":
+                from .tensorrt import TensorRTEngine
+
+                if providers or session_options is not None:
+                    log.info("%s is a TensorRT engine: providers/session options are ignored", artifact)
+                return TensorRTEngine(artifact, manifest=manifest)
+            provider_options = None
+            if manifest is not None:
+                provider_options = manifest.resolved_provider_options(artifact.parent)
+                if not providers:
+                    providers = list(manifest.providers)
+            return OrtEngine(artifact, providers=providers, session_options=session_options,
+                             provider_options=provider_options)
         return OrtEngine(model, providers=providers, session_options=session_options)

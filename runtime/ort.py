@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,9 @@ class OrtEngine(Engine):
 
     backend = "onnxruntime"
 
-    def __init__(self, model: Any, providers: Sequence[str] | None = None, session_options: Any = None) -> None:
+    def __init__(self, model: Any, providers: Sequence[str] | None = None, session_options: Any = None,
+                 provider_options: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        """``provider_options`` maps an ORT provider name to its options (as a build manifest records them)."""
         import onnxruntime as ort
 
         source, self.label = _source_and_label(model)
@@ -108,8 +110,10 @@ class OrtEngine(Engine):
         opts = session_options if session_options is not None else ort.SessionOptions()
         if isinstance(source, str) and source.endswith(".ort"):
             opts.add_session_config_entry("session.load_model_format", "ORT")
+        per_provider = [dict((provider_options or {}).get(p, {})) for p in self.providers]
         try:
-            self.session = ort.InferenceSession(source, sess_options=opts, providers=self.providers)
+            self.session = ort.InferenceSession(source, sess_options=opts, providers=self.providers,
+                                                provider_options=per_provider)
         except Exception as exc:  # ORT raises several private exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EngineError(f"ONNX Runtime could not load {self.label}: {first}") from exc

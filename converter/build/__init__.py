@@ -1,0 +1,106 @@
+"""`qdq build`: turn a QDQ ONNX model into a deployable artifact plus a manifest `Engine.load` reads.
+
+    from converter.build import BuildConfig, build
+    result = build("model.int8.onnx", "ort-cpu", "out/model.cpu.onnx", BuildConfig())
+
+Targets: ort-cpu, ort-cuda, ort-trt (ONNX Runtime-optimized .onnx), ort-edge (.ort + reduced-ops
+config), tensorrt (serialized TensorRT engine, .engine/.plan). Every build is staged in a hidden folder
+beside the output, verified, and moved into place only when complete.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.manifest import TARGETS, manifest_path_for
+
+from .config import BuildConfig, BuildError, ShapeRange
+from .profiles import parse_shapes
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BuildConfig", "BuildError", "BuildResult", "ShapeRange", "TARGETS", "build", "parse_shapes", "output_path"]
+
+_DEFAULT_SUFFIX = {"ort-cpu": ".cpu.onnx", "ort-cuda": ".cuda.onnx", "ort-trt": ".trt.onnx",
+                   "ort-edge": ".ort", "tensorrt": ".engine"}
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build wrote."""
+
+    target: str
+    artifact: Path
+    manifest: Path
+    side_files: tuple[Path, ...]
+    seconds: float
+
+    def describe(self) -> str:
+        lines = [f"built {self.target}: {self.artifact} ({self.artifact.stat().st_size / 1e6:.1f} MB, "
+                 f"{self.seconds:.1f} s)"]
+        lines += [f"  with {p}" for p in self.side_files]
+        lines.append(f"manifest {self.manifest}")
+        return "\n".join(lines)
+
+
+def output_path(model: Path, target: str, output: str | os.PathLike[str] | None) -> Path:
+    """The artifact path for ``output``: a file path with the target's suffix, or a folder to put it in
+    (an existing folder or a suffix-less path; the artifact is then named after the model)."""
+    suffixes = TARGETS[target][1]
+    stem = model.name[: -len(model.suffix)] if model.suffix else model.name
+    if output is None or Path(output).is_dir() or not Path(output).suffix:
+        folder = Path(output) if output is not None else model.parent
+        return folder / f"{stem}{_DEFAULT_SUFFIX[target]}"
+    out = Path(output)
+    if out.suffix.lower() not in suffixes:
+        raise BuildError(f"output {out} for target {target} must end with {' or '.join(suffixes)} "
+                         "(Engine.load picks the backend from it)")
+    return out
+
+
+def build(model_path: str | os.PathLike[str], target: str, output: str | os.PathLike[str] | None = None,
+          config: BuildConfig | None = None) -> BuildResult:
+    """Build ``model_path`` (a QDQ ONNX file) for ``target`` into ``output`` and write its manifest."""
+    from runtime.ort import OrtEngine
+
+    from ..inspect import load_onnx
+    from .io_specs import onnx_io_specs
+    from .manifest import write_manifest
+    from .staging import commit, staging_dir
+
+    config = config or BuildConfig()
+    if target not in TARGETS:
+        raise BuildError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    source = Path(model_path)
+    model = load_onnx(source, load_external_data=False)
+    out = output_path(source, target, output)
+    if out.resolve() == source.resolve():
+        raise BuildError(f"output {out} is the source model; choose another -o")
+    inputs, outputs = onnx_io_specs(model)
+    start = time.perf_counter()
+    with staging_dir(out) as staging:
+        staged = staging / out.name
+        if target == "tensorrt":
+            from .tensorrt import build_tensorrt
+
+            result = build_tensorrt(source, staged, config, inputs)
+        elif target == "ort-edge":
+            from .edge import build_edge
+
+            result = build_edge(source, staged, config)
+        else:
+            from .ort import build_ort
+
+            result = build_ort(source, staged, target, config, model, inputs)
+        if TARGETS[target][0] == "onnxruntime":
+            # the artifact must load before it replaces anything; its specs are what Engine.load will report
+            with OrtEngine(staged) as check:
+                inputs, outputs = check.input_specs, check.output_specs
+        write_manifest(target, staged, source, result, inputs, outputs)
+        side = commit(staging, out, list(result.side_files))[:-1]
+    seconds = time.perf_counter() - start
+    log.info("built %s for %s in %.1f s", out, target, seconds)
+    return BuildResult(target, out, manifest_path_for(out), tuple(side), seconds)
