@@ -18,6 +18,10 @@ class CalibrationError(ValueError):
     """A calibration table is missing, malformed, or lacks a tensor that was asked for."""
 
 
+class CalibrationDataError(CalibrationError):
+    """Calibration data is empty or does not fit the model's inputs (names, dtypes, ranks)."""
+
+
 @dataclass
 class TensorRange:
     """The calibrated range of one activation tensor and the INT8 parameters derived from it."""
@@ -31,7 +35,8 @@ class TensorRange:
     symmetric: bool = True
     count: int = 0
     nonfinite: int = 0
-    histogram: dict[str, Any] | None = None  # summary only: bins, lo, hi, percentiles
+    histogram: dict[str, Any] | None = None  # min/max, |x| percentiles and (histogram methods) compact counts
+    qtype: str = "int8"  # "int8" (symmetric, zero point 0) or "uint8" (asymmetric)
 
     @property
     def amax(self) -> float:

@@ -1,0 +1,196 @@
+"""Benchmark streaming calibration on all-MiniLM-L6-v2 against plain FP32 inference and onnxruntime's calibrators.
+
+    python tools/bench_calibration.py                 # full run (about 10-20 minutes on 2 cores)
+    python tools/bench_calibration.py --quick         # 64 samples only, no ORT Entropy/Percentile
+    python tools/bench_calibration.py --json out.json
+
+Every measurement runs in its own subprocess so its peak RSS (ru_maxrss) is clean. Samples are the
+sentences shipped with calibration_data (builtin text, text-heldout and corpus: 1051 lines), in
+batches of 8, either padded per batch ("ragged", what `qdq calibrate` does) or padded to 128 tokens
+(what onnxruntime.quantization needs: it cannot take ragged batches). Time includes loading the
+model; tokenization happens before the clock starts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+BATCH = 8
+MAX_LENGTH = 128
+DEFAULT_MODEL = Path(tempfile.gettempdir()) / "qdq-bench" / "minilm.onnx"
+
+
+# -- child side ------------------------------------------------------------------------------
+def _sentences(n: int) -> list[str]:
+    from calibration_data import read_texts
+
+    lines: list[str] = []
+    for name in ("builtin:text", "builtin:text-heldout", "builtin:corpus"):
+        lines.extend(read_texts(name))
+    if not lines:
+        raise SystemExit("no built-in sentences found")
+    return [lines[i % len(lines)] for i in range(n)]
+
+
+def _batches(n: int, padded: bool) -> list[dict]:
+    import numpy as np
+
+    from converter.models import resolve_model
+
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(str(resolve_model("minilm")), local_files_only=True)
+    texts = _sentences(n)
+    out = []
+    for i in range(0, n, BATCH):
+        enc = tok(texts[i:i + BATCH], padding="max_length" if padded else "longest", truncation=True,
+                  max_length=MAX_LENGTH, return_tensors="np")
+        out.append({k: np.ascontiguousarray(v, dtype=np.int64) for k, v in enc.items()})
+    return out
+
+
+def _child(spec: dict) -> dict:
+    model = spec["model"]
+    batches = _batches(spec["samples"], spec["padded"])
+    result: dict = {"tokens": int(sum(b["input_ids"].size for b in batches)),
+                    "max_len": int(max(b["input_ids"].shape[1] for b in batches))}
+    start = time.perf_counter()
+    kind = spec["kind"]
+    if kind == "fp32":
+        from runtime import Engine
+
+        with Engine.load(model) as eng:
+            for b in batches:
+                eng.run(b)
+    elif kind == "qdq":
+        from converter.calibrate import CalibConfig, calibrate
+
+        table = calibrate(model, batches, CalibConfig(method=spec["method"]), progress=False)
+        result["tensors"] = len(table.tensors)
+        result["channel_stats"] = len(table.channel_absmax)
+    elif kind == "ort":
+        result.update(_ort_calibrate(model, batches, spec["method"]))
+    result["seconds"] = time.perf_counter() - start
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def _ort_calibrate(model: str, batches: list[dict], method: str) -> dict:
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(batches)
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            cal = create_calibrator(model, None, Path(tmp) / "augmented.onnx",
+                                    calibrate_method=getattr(CalibrationMethod, method),
+                                    use_external_data_format=True)
+            cal.collect_data(Reader())
+            ranges = cal.compute_data()
+            return {"tensors": len(ranges.data)}
+        except Exception as exc:  # record what the reference hits
+            return {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"}
+
+
+# -- parent side -----------------------------------------------------------------------------
+def _run(spec: dict, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f}s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {"error": f"exit {proc.returncode}: {tail[:160]}"}
+    return json.loads(lines[-1])
+
+
+def _export(model: Path) -> None:
+    if model.is_file():
+        return
+    from converter.export import export_hf
+
+    model.parent.mkdir(parents=True, exist_ok=True)
+    print(f"exporting MiniLM to {model} ...", file=sys.stderr)
+    export_hf("minilm", model)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="FP32 MiniLM ONNX (exported if missing)")
+    ap.add_argument("--quick", action="store_true", help="64 samples only; ORT MinMax only")
+    ap.add_argument("--method", default="percentile", help="our histogram method (default percentile)")
+    ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per measurement")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(_child(json.loads(args.child))), flush=True)
+        return
+
+    _export(args.model)
+    model = str(args.model)
+    sizes = [64] if args.quick else [64, 1024]
+    plan: list[tuple[str, dict]] = [("warm-up (numba cache)", {"kind": "qdq", "samples": 8, "padded": False, "method": args.method})]
+    for padded in (False, True):
+        pad = "pad128" if padded else "ragged"
+        for n in sizes:
+            plan.append((f"fp32 inference {pad} n={n}", {"kind": "fp32", "samples": n, "padded": padded}))
+            plan.append((f"qdq {args.method} {pad} n={n}", {"kind": "qdq", "samples": n, "padded": padded, "method": args.method}))
+    for method in (["MinMax"] if args.quick else ["MinMax", "Entropy", "Percentile"]):
+        plan.append((f"ort {method} pad128 n=64", {"kind": "ort", "samples": 64, "padded": True, "method": method}))
+
+    results = {}
+    for label, spec in plan:
+        spec["model"] = model
+        print(f"running {label} ...", file=sys.stderr, flush=True)
+        results[label] = _run(spec, args.timeout)
+        results[label]["spec"] = {k: v for k, v in spec.items() if k != "model"}
+    _report(results, args.method, sizes)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+def _report(results: dict, method: str, sizes: list[int]) -> None:
+    print(f"\n{'measurement':38s} {'seconds':>8s} {'peak RSS MB':>12s}  notes")
+    for label, r in results.items():
+        if label.startswith("warm-up"):
+            continue
+        notes = r.get("error", "")
+        if "tensors" in r:
+            notes = f"{r['tensors']} tensors" + (f", {r['channel_stats']} channel stats" if "channel_stats" in r else "")
+        if "max_len" in r:
+            notes += f" (max len {r['max_len']}, {r['tokens']} tokens)"
+        sec = f"{r['seconds']:.1f}" if "seconds" in r else "-"
+        rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-"
+        print(f"{label:38s} {sec:>8s} {rss:>12s}  {notes}")
+    print()
+    for pad in ("ragged", "pad128"):
+        for n in sizes:
+            ours, fp32 = results.get(f"qdq {method} {pad} n={n}", {}), results.get(f"fp32 inference {pad} n={n}", {})
+            if "seconds" in ours and "seconds" in fp32:
+                print(f"time ratio qdq/fp32 {pad} n={n}: {ours['seconds'] / fp32['seconds']:.2f}x (target <= 1.5x)")
+        if len(sizes) > 1:
+            a, b = results.get(f"qdq {method} {pad} n={sizes[0]}", {}), results.get(f"qdq {method} {pad} n={sizes[-1]}", {})
+            if "peak_rss_mb" in a and "peak_rss_mb" in b:
+                print(f"RSS growth qdq {pad} n={sizes[0]}->{sizes[-1]}: {100 * (b['peak_rss_mb'] / a['peak_rss_mb'] - 1):+.1f}% "
+                      f"(target <= +10%, peak <= 1200 MB)")
+
+
+if __name__ == "__main__":
+    main()
