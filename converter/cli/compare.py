@@ -29,7 +29,7 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
               help="Write an HTML page with plots (implies --per-layer).")
 def command(reference: Path, candidate: Path, data: str, num_samples: int | None, batch_size: int, max_length: int,
             tokenizer: str | None, per_layer: bool, top: int, json_path: Path | None, html_path: Path | None) -> None:
-    """Compare CANDIDATE (e.g. INT8) with REFERENCE (FP32) on --data: cosine, SNR, abs errors, top-1."""
+    """Compare CANDIDATE (quantized) with REFERENCE (FP32) on --data: cosine, SNR, errors, top-1."""
     from converter.compare import compare_models
     from runtime import Engine
     from runtime.atomic import atomic_write
