@@ -13,7 +13,7 @@ from .synthetic import synthetic_feeds
 @dataclass
 class BenchResult:
     batch: int
-    sequence: int
+    sequence: int | None  # None when the model has no dynamic axis besides the batch
     runs: int
     latencies_ms: np.ndarray
 
@@ -36,7 +36,7 @@ class BenchResult:
 
     def line(self) -> str:
         return (
-            f"batch {self.batch:>3}  seq {self.sequence:>4}  p50 {self.p50:8.2f} ms  p90 {self.p90:8.2f} ms  "
+            f"batch {self.batch:>3}  {'seq ' + format(self.sequence, '>4') if self.sequence else ' ' * 8}  p50 {self.p50:8.2f} ms  p90 {self.p90:8.2f} ms  "
             f"mean {self.mean:8.2f} ms  {self.throughput:9.1f} samples/s  ({self.runs} runs)"
         )
 
@@ -58,4 +58,5 @@ def benchmark(engine: Engine, batch: int = 1, sequence: int = 128, runs: int = 5
         times.append((time.perf_counter() - t0) * 1000.0)
         if max_seconds is not None and time.perf_counter() - start > max_seconds and len(times) >= 3:
             break
-    return BenchResult(batch, sequence, len(times), np.asarray(times))
+    has_sequence = any(not isinstance(d, int) for s in engine.input_specs for d in s.shape[1:])
+    return BenchResult(batch, sequence if has_sequence else None, len(times), np.asarray(times))

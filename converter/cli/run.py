@@ -57,28 +57,42 @@ def run_command(model: Path, input_path: Path | None, synthetic: bool, batch: in
 @click.option("--runs", type=int, default=50, show_default=True)
 @click.option("--warmup", type=int, default=5, show_default=True)
 @click.option("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores).")
+@click.option("--baseline", type=click.Path(path_type=Path),
+              help="Also time this model (e.g. the FP32 original) on the same inputs and print the speed-up.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @_PROVIDERS
 def bench_command(model: Path, batches: tuple[int, ...], sequence: int, runs: int, warmup: int, threads: int,
-                  as_json: bool, providers: tuple[str, ...]) -> None:
+                  baseline: Path | None, as_json: bool, providers: tuple[str, ...]) -> None:
     """Measure latency (p50/p90) and throughput on synthetic inputs."""
     import onnxruntime as ort
 
     from runtime import Engine
     from runtime.bench import benchmark
 
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    results = []
-    with Engine.load(model, providers=providers or None, session_options=opts) as eng:
-        for b in batches or (1,):
-            r = benchmark(eng, batch=b, sequence=sequence, runs=runs, warmup=warmup)
-            results.append(r)
-            if not as_json:
-                click.echo(r.line())
+    def measure(path: Path, label: str) -> list:
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        out = []
+        with Engine.load(path, providers=providers or None, session_options=opts) as eng:
+            for b in batches or (1,):
+                r = benchmark(eng, batch=b, sequence=sequence, runs=runs, warmup=warmup)
+                out.append(r)
+                if not as_json:
+                    click.echo(f"{label}{r.line()}")
+        return out
+
+    base = measure(baseline, "baseline  ") if baseline else None
+    results = measure(model, "model     " if baseline else "")
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=1))
+        rows = [r.to_dict() for r in results]
+        if base:
+            for row, b in zip(rows, base):
+                row["baseline_p50_ms"], row["speedup"] = b.p50, b.p50 / row["p50_ms"]
+        click.echo(json.dumps(rows, indent=1))
+    elif base:
+        for r, b in zip(results, base):
+            click.echo(f"speed-up batch {r.batch}: {b.p50 / r.p50:.2f}x ({b.p50:.2f} ms -> {r.p50:.2f} ms)")
 
 
 commands = [run_command, bench_command]
