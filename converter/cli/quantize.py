@@ -1,0 +1,114 @@
+"""`qdq quantize`: static INT8 (QDQ) quantization with optional SmoothQuant."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .data_options import data_options, open_model_data
+
+
+def _parse_smoothquant(value: str | None) -> float | str | None:
+    if value is None or value.lower() in ("off", "none"):
+        return None
+    if value.lower() == "auto":
+        return "auto"
+    try:
+        alpha = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a number in [0, 1] or 'auto', got {value!r}") from None
+    if not 0.0 <= alpha <= 1.0:
+        raise click.BadParameter(f"alpha must be in [0, 1], got {alpha}")
+    return alpha
+
+
+def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    names, ops, patterns = [], [], []
+    for v in values:
+        for item in (p.strip() for p in v.split(",")):
+            if not item:
+                continue
+            if item.startswith("op:"):
+                ops.append(item[3:])
+            elif item.startswith("re:"):
+                patterns.append(item[3:])
+            else:
+                names.append(item)
+    return {"exclude_nodes": tuple(names), "exclude_op_types": tuple(ops), "exclude_patterns": tuple(patterns)}
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--calib", "calib", type=click.Path(dir_okay=False, path_type=Path),
+              help="Calibration table (JSON) from `qdq calibrate` for this model.")
+@data_options(default_samples=128, required=False)
+@click.option("--method", type=click.Choice(["minmax", "percentile", "mse", "entropy"]), default=None,
+              help="Calibration method with --data (default minmax).")
+@click.option("--smoothquant", "smoothquant", default=None, metavar="ALPHA|auto",
+              help="SmoothQuant migration strength in [0, 1], or 'auto' (per layer, needs --data).")
+@click.option("--exclude", multiple=True, metavar="NAME|op:TYPE|re:REGEX",
+              help="Keep in float: a node name, an op type (op:Gemm) or a node-name regex (re:^/pooler). Repeatable.")
+@click.option("--target", type=click.Choice(["ort-cpu", "tensorrt"]), default="ort-cpu", show_default=True,
+              help="Backend whose INT8 kernels the Q/DQ placement is made for.")
+@click.option("--quantize-attention/--no-quantize-attention", default=None,
+              help="Quantize the activation x activation MatMuls of attention (default: yes for ort-cpu).")
+@click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight scales.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output .onnx file.")
+def command(model: Path, calib: Path | None, data: str | None, num_samples: int | None, batch_size: int,
+            max_length: int, tokenizer: str | None, method: str | None, smoothquant: str | None,
+            exclude: tuple[str, ...], target: str, quantize_attention: bool | None, per_tensor: bool,
+            output: Path) -> None:
+    """Quantize MODEL.onnx to static INT8 (QDQ) with ranges from --calib or from --data.
+
+    --data also drives --smoothquant auto (alpha chosen per layer) and re-measures the ranges of
+    smoothed tensors; without it a fixed alpha derives them from the table's channel maxima.
+    """
+    from converter.calib.table import CalibrationError
+    from converter.errors import ConverterError
+    from converter.quant.config import QuantConfig
+    from converter.quantize import quantize_file
+
+    try:
+        sq = _parse_smoothquant(smoothquant)
+        if calib is None and data is None:
+            raise click.UsageError("give --calib TABLE.json or --data SOURCE")
+        config = QuantConfig(smoothquant=sq, target=target, quantize_attention=quantize_attention,
+                             per_channel=not per_tensor, **_split_excludes(exclude))
+        if not model.is_file():
+            raise click.ClickException(f"model file not found: {model}")
+        table = _load_table(calib) if calib is not None else None
+        feeds = _open_data(model, data, num_samples, batch_size, max_length, tokenizer) if data else None
+        calib_config = None
+        if method is not None:
+            from converter.calib.config import CalibConfig
+
+            calib_config = CalibConfig(method=method)
+        out = quantize_file(model, output, table, config, calib_data=feeds, calib_config=calib_config)
+    except (ConverterError, CalibrationError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # errors of the data readers and runtime name their problem
+        if type(exc).__name__ in ("DataError", "InputError", "EngineError", "CalibrationDataError"):
+            raise click.ClickException(str(exc)) from None
+        raise
+    size = out.stat().st_size / 1e6
+    click.echo(f"wrote {out} ({size:.1f} MB, target {target}, smoothquant {sq if sq is not None else 'off'})")
+
+
+def _load_table(path: Path):
+    from converter.calib.table import CalibrationError, CalibrationTable
+
+    try:
+        return CalibrationTable.load(path)
+    except CalibrationError as exc:
+        msg = str(exc)
+        raise CalibrationError(msg if str(path) in msg else f"{path}: {msg}") from None
+
+
+def _open_data(model: Path, source: str, num_samples: int | None, batch_size: int, max_length: int,
+               tokenizer: str | None) -> list:
+    from runtime import Engine
+
+    with Engine.load(model) as eng:
+        specs = eng.input_specs
+    return list(open_model_data(model, specs, source, num_samples, batch_size, max_length, tokenizer))

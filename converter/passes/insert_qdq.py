@@ -1,0 +1,192 @@
+"""QDQ insertion: turn placement marks into QuantizeLinear/DequantizeLinear nodes.
+
+Weights are stored quantized (int8 initializers, symmetric, per output channel) behind a
+DequantizeLinear; activations get ``QuantizeLinear -> DequantizeLinear`` with per-tensor
+parameters from the calibration table; Conv biases are stored as int32 with
+scale = input scale x weight scale so integer kernels can add them exactly.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes import InPlacePass, PassResult
+
+from ..calib.table import CalibrationError, CalibrationTable, TensorRange
+from ..quant.config import QuantConfig
+from ..quant.errors import QuantizationError
+from ..quant.rules import SCALE_SHARING_OPS
+from ..quant.scheme import QParams, activation_qparams, bias_qparams, quantize, weight_qparams
+from ._utils import add_initializer, const_array, shape_of, unique_name, used_names
+from .qdq_placement import plan_of
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 13  # per-axis QuantizeLinear/DequantizeLinear
+_DQ_FLAG = "qdq.dequantized"
+
+
+def lookup_range(table: CalibrationTable, value: ir.Value) -> TensorRange | None:
+    """The calibrated range of ``value``; for outputs of scale-sharing ops (Reshape, Transpose,
+    MaxPool...) missing from the table, the range of the nearest calibrated input upstream."""
+    v: ir.Value | None = value
+    while v is not None:
+        if v.name in table.tensors:
+            return table.tensors[v.name]
+        producer = v.producer()
+        if producer is None or producer.op_type not in SCALE_SHARING_OPS or not producer.inputs:
+            return None
+        v = producer.inputs[0]
+    return None
+
+
+class InsertQDQPass(InPlacePass):
+    """Insert Q/DQ where ``QDQPlacementPass`` marked, using ranges from ``table``."""
+
+    def __init__(self, table: CalibrationTable, config: QuantConfig) -> None:
+        super().__init__()
+        self.table = table
+        self.config = config
+
+    def call(self, model: ir.Model) -> PassResult:
+        graph = model.graph
+        opset = graph.opset_imports.get("", 0)
+        if opset < MIN_OPSET:
+            raise QuantizationError(f"model opset {opset} is below {MIN_OPSET}; re-export with opset >= {MIN_OPSET}")
+        marked = [n for n in graph if plan_of(n) is not None]
+        if not marked:
+            return PassResult(model, modified=False)
+        self._taken = used_names(graph)
+        self._graph = graph
+        act_q = self._activation_params(marked)
+        self._quantized: dict[int, ir.Value] = {}
+        weight_cache: dict[tuple[int, int | None], tuple[ir.Value, QParams]] = {}
+        for node in marked:
+            plan = plan_of(node)
+            x_qp = None
+            for i in plan.activations:
+                v = node.inputs[i]
+                if v.meta.get(_DQ_FLAG):  # already fed by the DQ of a quantized producer output
+                    x_qp = x_qp or v.meta[_DQ_FLAG]
+                    continue
+                qp = act_q[v.name]
+                x_qp = x_qp or qp
+                node.replace_input_with(i, self._dequantized(v, qp))
+            wqp = None
+            if plan.weight is not None:
+                idx, axis = plan.weight
+                w = node.inputs[idx]
+                key = (id(w), axis)
+                if key not in weight_cache:
+                    weight_cache[key] = self._quantize_weight(w, axis)
+                wq, wqp = weight_cache[key]
+                node.replace_input_with(idx, self._dq_node(wq, wqp, f"{w.name}_dequantized", w))
+            if plan.bias is not None and wqp is not None:
+                b = node.inputs[plan.bias]
+                node.replace_input_with(plan.bias, self._quantize_bias(b, x_qp.scale, wqp))
+            if plan.output:
+                y = node.outputs[0]
+                self._quantize_output(y, act_q[y.name])
+            node.meta.pop("qdq", None)
+        log.info("inserted Q/DQ around %d nodes (%d activation tensors, %d weights)",
+                 len(marked), len(self._quantized), len(weight_cache))
+        return PassResult(model, modified=True)
+
+    # -- parameters -------------------------------------------------------------------------
+    def _activation_params(self, marked: list[ir.Node]) -> dict[str, QParams]:
+        dtype = self.config.resolved_activation_dtype
+        needed: dict[str, ir.Value] = {}
+        for node in marked:
+            plan = plan_of(node)
+            for i in plan.activations:
+                needed[node.inputs[i].name] = node.inputs[i]
+            if plan.output:
+                needed[node.outputs[0].name] = node.outputs[0]
+        params: dict[str, QParams] = {}
+        missing = []
+        for name, value in needed.items():
+            r = lookup_range(self.table, value)
+            if r is None:
+                missing.append(name)
+                continue
+            if r.nonfinite and r.count and r.nonfinite == r.count:
+                raise CalibrationError(f"tensor '{name}' was never finite during calibration")
+            params[name] = activation_qparams(r.lo, r.hi, dtype, name=name)
+        if missing:
+            shown = ", ".join(f"'{m}'" for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise CalibrationError(
+                f"calibration table lacks {len(missing)} tensor(s) this model quantizes: {shown}; "
+                f"re-run `qdq calibrate` on this exact model"
+            )
+        return params
+
+    # -- node builders ------------------------------------------------------------------------
+    def _init(self, name: str, array: np.ndarray) -> ir.Value:
+        return add_initializer(self._graph, name, array, self._taken)
+
+    def _new_value(self, name: str, like: ir.Value, dtype: ir.DataType) -> ir.Value:
+        out = ir.Value(name=unique_name(self._graph, name, self._taken))
+        out.dtype = dtype
+        out.shape = shape_of(like)
+        return out
+
+    def _q_node(self, v: ir.Value, qp: QParams) -> ir.Value:
+        scale = self._init(f"{v.name}_scale", qp.scale)
+        zp = self._init(f"{v.name}_zero_point", qp.zero_point)
+        out = self._new_value(f"{v.name}_quantized", v, ir.DataType.from_numpy(np.dtype(qp.dtype)))
+        node = ir.Node("", "QuantizeLinear", [v, scale, zp], outputs=[out], name=f"{v.name}_QuantizeLinear")
+        self._graph.append(node)
+        out.meta["qparams"] = (scale, zp, qp)
+        return out
+
+    def _dq_node(self, q: ir.Value, qp: QParams, name: str, like: ir.Value) -> ir.Value:
+        if "qparams" in q.meta:
+            scale, zp, _ = q.meta["qparams"]
+        else:
+            base = q.name.removesuffix("_quantized")
+            scale = self._init(f"{base}_scale", qp.scale)
+            zp = self._init(f"{base}_zero_point", qp.zero_point)
+            q.meta["qparams"] = (scale, zp, qp)
+        out = self._new_value(name, like, ir.DataType.FLOAT)
+        attrs = {"axis": ir.AttrInt64("axis", qp.axis)} if qp.axis is not None else {}
+        node = ir.Node("", "DequantizeLinear", [q, scale, zp], attributes=attrs, outputs=[out],
+                       name=f"{out.name}_DequantizeLinear")
+        out.meta[_DQ_FLAG] = qp
+        self._graph.append(node)
+        return out
+
+    def _dequantized(self, v: ir.Value, qp: QParams) -> ir.Value:
+        """A fresh DQ of ``v`` for one consumer; one shared Q per tensor."""
+        q = self._quantized.get(id(v))
+        if q is None:
+            q = self._q_node(v, qp)
+            self._quantized[id(v)] = q
+        return self._dq_node(q, qp, f"{v.name}_dequantized", v)
+
+    def _quantize_weight(self, w: ir.Value, axis: int | None) -> tuple[ir.Value, QParams]:
+        arr = const_array(w).astype(np.float32)
+        qp = weight_qparams(arr, axis, name=w.name or "")
+        q = self._init(f"{w.name}_quantized", quantize(arr, qp))
+        return q, qp
+
+    def _quantize_bias(self, b: ir.Value, x_scale: np.ndarray, wqp: QParams) -> ir.Value:
+        arr = const_array(b).astype(np.float32)
+        qp = bias_qparams(x_scale, wqp)
+        if qp.axis is not None:
+            qp = QParams(qp.scale, qp.zero_point, qp.dtype, 0)
+        q = self._init(f"{b.name}_quantized", quantize(arr, qp))
+        return self._dq_node(q, qp, f"{b.name}_dequantized", b)
+
+    def _quantize_output(self, y: ir.Value, qp: QParams) -> None:
+        consumers = [(u.node, u.idx) for u in y.uses()]
+        q = self._quantized.get(id(y))
+        if q is None:
+            q = self._q_node(y, qp)
+            self._quantized[id(y)] = q
+        for consumer, idx in consumers:
+            if consumer.op_type == "QuantizeLinear" and consumer.outputs[0] is q:
+                continue
+            if consumer.op_type == "DequantizeLinear" and consumer.inputs[0] is q:
+                continue
+            consumer.replace_input_with(idx, self._dq_node(q, qp, f"{y.name}_dequantized", y))

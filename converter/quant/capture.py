@@ -1,0 +1,40 @@
+"""Run a float model and capture intermediate activations (for SmoothQuant's alpha search)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from .errors import QuantizationError
+
+log = logging.getLogger(__name__)
+
+
+def capture(model: ir.Model, names: Sequence[str],
+            feeds: Iterable[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    """Run ``model`` on each feed dict and return the listed intermediate tensors per batch.
+
+    The model is not modified: a copy with the tensors exposed as graph outputs is run on
+    ONNX Runtime through ``runtime.Engine``.
+    """
+    from runtime import Engine
+
+    proto = ir.to_proto(model)
+    existing = {o.name for o in proto.graph.output}
+
+    for name in names:
+        if name not in existing:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    with Engine.load(proto) as eng:
+        for feed in feeds:
+            try:
+                result = eng.run(feed, outputs=list(names))
+            except Exception as exc:
+                raise QuantizationError(f"running the float model on calibration data failed: {exc}") from exc
+            for n in names:
+                out[n].append(result[n])
+    return out

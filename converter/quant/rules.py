@@ -1,0 +1,117 @@
+"""Per-op quantization rules: which inputs of an op take Q/DQ, the weight's channel axes, and
+which ops pass their input's scale through to their output.
+
+Rules only describe; ``converter.passes.qdq_placement`` decides with them and marks the graph.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+AxisFn = Callable[[ir.Node], "int | None"]
+
+
+def _attr_int(node: ir.Node, name: str, default: int = 0) -> int:
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.as_int()
+
+
+def _matmul_out_axis(node: ir.Node) -> int | None:
+    return -1
+
+
+def _matmul_in_axis(node: ir.Node) -> int | None:
+    return -2
+
+
+def _gemm_out_axis(node: ir.Node) -> int | None:
+    return 0 if _attr_int(node, "transB") else 1
+
+
+def _gemm_in_axis(node: ir.Node) -> int | None:
+    return 1 if _attr_int(node, "transB") else 0
+
+
+def _gemm_act_axis(node: ir.Node) -> int | None:
+    return None if _attr_int(node, "transA") else -1
+
+
+def _conv_in_axis(node: ir.Node) -> int | None:
+    return 1 if _attr_int(node, "group", 1) == 1 else None
+
+
+@dataclass(frozen=True)
+class OpRule:
+    """How one op type is quantized.
+
+    ``activations``: input indices quantized per tensor from the calibration table.
+    ``weight``: index of the constant weight input, quantized symmetric per output channel.
+    ``weight_out_axis`` / ``weight_in_axis``: the weight's output- and input-channel axes
+    (``weight_in_axis`` None: SmoothQuant cannot scale this op's input channels).
+    ``act_channel_axis``: the activation axis that meets ``weight_in_axis`` (for SmoothQuant).
+    ``bias``: index of a bias input stored as int32 with scale = input scale x weight scale.
+    ``quantize_output``: the backend's integer kernel needs a Q on the output too (QLinearConv).
+    ``dynamic_weight``: the op may also be quantized with a non-constant second operand
+    (activation x activation MatMul, as in attention).
+    """
+
+    op_type: str
+    activations: tuple[int, ...] = (0,)
+    weight: int | None = 1
+    weight_out_axis: AxisFn = _matmul_out_axis
+    weight_in_axis: AxisFn = _matmul_in_axis
+    act_channel_axis: AxisFn = lambda node: -1
+    bias: int | None = None
+    quantize_output: bool = False
+    dynamic_weight: bool = False
+
+
+RULES: dict[str, OpRule] = {}
+
+SCALE_SHARING_OPS: frozenset[str] = frozenset(
+    {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Identity", "Slice", "Gather"}
+)
+"""Ops whose output is a re-arrangement (or max) of the input values: a Q/DQ on their output can
+reuse the input's scale and zero point, so backends run them directly on INT8 data."""
+
+RANGE_HOSTILE_OPS: frozenset[str] = frozenset({"Softmax", "LayerNormalization", "Where", "Add", "Sub", "Div"})
+"""Ops whose inputs are never quantized: Softmax inputs carry -inf/huge mask values, residual
+adds and LayerNorm inputs have outlier channels; quantizing them costs accuracy and buys no
+integer kernel on ONNX Runtime CPU."""
+
+
+def register(rule: OpRule) -> OpRule:
+    """Add (or replace) the rule for ``rule.op_type``."""
+    RULES[rule.op_type] = rule
+    return rule
+
+
+def rule_for(op_type: str, domain: str = "") -> OpRule | None:
+    """The rule for an op of the default ONNX domain, or None when the op is never quantized."""
+    if domain not in ("", "ai.onnx"):
+        return None
+    return RULES.get(op_type)
+
+
+register(OpRule("MatMul", dynamic_weight=True))
+register(
+    OpRule(
+        "Gemm",
+        weight_out_axis=_gemm_out_axis,
+        weight_in_axis=_gemm_in_axis,
+        act_channel_axis=_gemm_act_axis,
+        bias=2,
+    )
+)
+register(
+    OpRule(
+        "Conv",
+        weight_out_axis=lambda node: 0,
+        weight_in_axis=_conv_in_axis,
+        act_channel_axis=lambda node: 1,
+        bias=2,
+        quantize_output=True,
+    )
+)

@@ -1,0 +1,206 @@
+"""Static INT8 quantization of an ONNX model: SmoothQuant + QDQ, tuned for the target backend.
+
+    from converter.quantize import quantize_file
+    quantize_file("model.onnx", "model.int8.onnx", table=CalibrationTable.load("calib.json"))
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from .calib.table import CalibrationError, CalibrationTable
+
+if TYPE_CHECKING:
+    from .calib.config import CalibConfig
+from .errors import ModelFileError
+from .passes import pipeline
+from .passes.qdq_placement import QDQPlacementPass, required_tensors
+from .passes.smoothquant import can_absorb, find_groups
+from .quant.config import QuantConfig
+from .quant.errors import QuantizationError
+
+log = logging.getLogger(__name__)
+
+
+
+def _load_ir(model: str | os.PathLike[str] | onnx.ModelProto) -> ir.Model:
+    if isinstance(model, onnx.ModelProto):
+        return ir.from_proto(model)
+    path = Path(model)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        model = ir.load(path)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise ModelFileError(f"{path} is not a readable ONNX model: {exc}") from None
+    try:  # weights in external files come into memory: the output is written elsewhere
+        return ir.external_data.load_to_model(model)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read the external weights of {path}: {exc}") from None
+
+
+_CALIB_KEYS = ("method", "percentile", "num_bins", "num_quantized_bins", "sentinel_abs")
+
+
+def _calibrate(model: ir.Model, data: list[dict[str, np.ndarray]], tensors: list[str],
+               config: QuantConfig, like: CalibrationTable | None = None,
+               calib_config: "CalibConfig | None" = None) -> CalibrationTable:
+    """Calibrate ``tensors`` of the float ``model`` on ``data`` with ``converter.calibrate``.
+
+    Settings come from ``calib_config``, else from the metadata of ``like`` (so re-calibration
+    after SmoothQuant uses the table's method), with the symmetry the target needs.
+    """
+    from .calib.config import CalibConfig
+    from .calibrate import calibrate
+
+    symmetric = config.resolved_activation_dtype == "int8"
+    if calib_config is None:
+        saved = (like.meta.get("config") or {}) if like is not None else {}
+        calib_config = CalibConfig(**{k: saved[k] for k in _CALIB_KEYS if saved.get(k) is not None})
+    calib_config = dataclasses.replace(calib_config, symmetric=symmetric)
+    return calibrate(ir.to_proto(model), data, calib_config, tensors=tensors, progress=False)
+
+
+def _needed_tensors(model: ir.Model, config: QuantConfig) -> list[str]:
+    """Activation tensors the quantized graph (and SmoothQuant) will need ranges for."""
+    QDQPlacementPass(config)(model)
+    names = required_tensors(model)
+    for node in model.graph:
+        node.meta.pop("qdq", None)
+    return names
+
+
+def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable | None,
+             config: QuantConfig | None = None, *,
+             calib_data: Iterable[dict[str, np.ndarray]] | None = None,
+             calib_config: "CalibConfig | None" = None) -> onnx.ModelProto:
+    """Return the static INT8 (QDQ) version of a float ONNX model.
+
+    ``table``: calibrated ranges of the float model (``qdq calibrate``); None to calibrate here on
+    ``calib_data``. ``calib_data`` (feed dicts) is also used by ``smoothquant='auto'`` and, after
+    smoothing, to re-measure the ranges of the smoothed tensors; ``calib_config`` sets the method
+    when calibrating here.
+    Raises ``CalibrationError`` when the table lacks a tensor the model quantizes,
+    ``QuantizationError`` for bad settings, ``ModelFileError`` for unreadable models.
+    """
+    config = config or QuantConfig()
+    data = list(calib_data) if calib_data is not None else None
+    if table is None and not data:
+        raise QuantizationError("quantize needs a calibration table or calibration data (--calib or --data)")
+    if table is not None and not isinstance(table, CalibrationTable):
+        raise CalibrationError(f"expected a CalibrationTable, got {type(table).__name__}")
+    m = pipeline.preprocess(_load_ir(model), config)
+    needed = _needed_tensors(m, config)
+    if not needed:
+        raise QuantizationError(
+            f"nothing to quantize: no {'/'.join(config.op_types)} with a float activation and a constant "
+            "weight (after exclusions)")
+    if table is None:
+        table = _calibrate(m, data, needed, config, calib_config=calib_config)
+    elif needed and not any(n in table.tensors for n in needed):
+        raise CalibrationError(
+            f"the calibration table has none of the {len(needed)} tensors this model quantizes "
+            f"(e.g. '{needed[0]}'); it was made for another model"
+        )
+    table = _match_symmetry(table, config)
+    alphas = _smoothquant_alphas(m, table, config, data)
+    m, table = pipeline.smooth(m, table, config, alphas)
+    if alphas is not None and data:
+        table = _recalibrate_smoothed(m, table, config, data)
+    m = pipeline.insert_qdq(m, table, config)
+    proto = ir.to_proto(m)
+    proto.producer_name = proto.producer_name or "qdq"
+    return proto
+
+
+def _match_symmetry(table: CalibrationTable, config: QuantConfig) -> CalibrationTable:
+    """Re-derive ranges with the symmetry the target's activation type needs (uint8: asymmetric),
+    from the statistics the table keeps; unchanged when it cannot."""
+    symmetric = config.resolved_activation_dtype == "int8"
+    if all(r.symmetric == symmetric for r in table.tensors.values()):
+        return table
+    try:
+        from .calib.build import recompute
+
+        fresh = recompute(table, symmetric=symmetric)
+    except (ImportError, CalibrationError, TypeError, ValueError) as exc:
+        log.warning("calibration table is %s; using its ranges as they are (%s)",
+                    "asymmetric" if symmetric else "symmetric", exc)
+        return table
+    log.info("re-derived %s activation ranges from the table's statistics",
+             "symmetric" if symmetric else "asymmetric")
+    return fresh
+
+
+def _smoothquant_alphas(m: ir.Model, table: CalibrationTable, config: QuantConfig,
+                        data: list[dict[str, np.ndarray]] | None):
+    sq = config.smoothquant
+    if sq is None or sq != "auto":
+        return None if sq is None else float(sq)
+    if not data:
+        raise QuantizationError("--smoothquant auto measures the error on calibration data; pass --data")
+    from .quant.autosmooth import choose_alphas
+    from .quant.capture import capture
+
+    groups = [g for g in find_groups(m, config) if g.name in table.channel_absmax]
+    if not groups:
+        return None
+    samples = capture(m, [g.name for g in groups], data[: config.auto_batches])
+    absorbable = {g.name: can_absorb(m, g) for g in groups}
+    return choose_alphas(groups, samples, table, config, absorbable)
+
+
+def _recalibrate_smoothed(m: ir.Model, table: CalibrationTable, config: QuantConfig,
+                          data: list[dict[str, np.ndarray]]) -> CalibrationTable:
+    """Re-measure ranges of tensors that SmoothQuant changed, on the smoothed float model."""
+    stale = [n for n, r in table.tensors.items() if r.method.endswith("+smoothquant")]
+    needed = set(_needed_tensors(m, config))
+    stale = [n for n in stale if n in needed]
+    if not stale:
+        return table
+    try:
+        fresh = _calibrate(m, data, stale, config, like=table)
+    except ImportError:
+        log.warning("converter.calibrate unavailable; using rescaled ranges for smoothed tensors")
+        return table
+    table.tensors.update({n: fresh.tensors[n] for n in stale if n in fresh.tensors})
+    return table
+
+
+def quantize_file(input: str | os.PathLike[str], output: str | os.PathLike[str],
+                  table: CalibrationTable | str | os.PathLike[str] | None = None,
+                  config: QuantConfig | None = None, *,
+                  calib_data: Iterable[dict[str, np.ndarray]] | None = None,
+                  calib_config: "CalibConfig | None" = None) -> Path:
+    """Quantize ``input`` and save the result to ``output`` atomically; returns the output path."""
+    if table is not None and not isinstance(table, CalibrationTable):
+        table = CalibrationTable.load(table)
+    proto = quantize(input, table, config, calib_data=calib_data, calib_config=calib_config)
+    return save_model(proto, output)
+
+
+def save_model(proto: onnx.ModelProto, output: str | os.PathLike[str]) -> Path:
+    """Write a model via a temp file and ``os.replace`` (external data if it exceeds 2 GiB)."""
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if proto.ByteSize() > 2**31 - 2**26:
+            raise QuantizationError(f"quantized model is larger than 2 GiB; not supported for {out}")
+        onnx.save_model(proto, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("saved %s (%.1f MB)", out, out.stat().st_size / 1e6)
+    return out
