@@ -20,9 +20,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+# export -> calibrate -> quantize (SmoothQuant auto) -> accuracy vs FP32 -> speed-up vs FP32
 demo: install
 	$(QDQ) export --model minilm -o $(OUT)/minilm.onnx
-	$(QDQ) bench $(OUT)/minilm.onnx --batch 1 --batch 8 --sequence 128 --runs 20
+	$(QDQ) calibrate $(OUT)/minilm.onnx --data builtin:text --num-samples 128 -o $(OUT)/calib.json
+	$(QDQ) quantize $(OUT)/minilm.onnx --calib $(OUT)/calib.json --data builtin:text --smoothquant auto -o $(OUT)/minilm.int8.onnx
+	$(QDQ) compare $(OUT)/minilm.onnx $(OUT)/minilm.int8.onnx --data builtin:text-heldout --num-samples 200 --batch-size 16
+	$(QDQ) bench $(OUT)/minilm.int8.onnx --baseline $(OUT)/minilm.onnx --batch 1 --batch 8 --sequence 128 --runs 20
 
 test: install
 	$(PY) -m pytest -q

@@ -60,3 +60,19 @@ def benchmark(engine: Engine, batch: int = 1, sequence: int = 128, runs: int = 5
             break
     has_sequence = any(not isinstance(d, int) for s in engine.input_specs for d in s.shape[1:])
     return BenchResult(batch, sequence if has_sequence else None, len(times), np.asarray(times))
+
+
+def benchmark_interleaved(engines: list[Engine], batch: int = 1, sequence: int = 128, runs: int = 50,
+                          warmup: int = 5, seed: int = 0) -> list[BenchResult]:
+    """Time several engines on the same feeds, alternating run by run so machine noise hits all alike."""
+    feeds = synthetic_feeds(engines[0].input_specs, batch=batch, sequence=sequence, seed=seed)
+    for eng in engines:
+        eng.warmup(feeds, runs=warmup)
+    times: list[list[float]] = [[] for _ in engines]
+    for _ in range(runs):
+        for eng, bucket in zip(engines, times):
+            t0 = time.perf_counter()
+            eng.run(feeds)
+            bucket.append((time.perf_counter() - t0) * 1000.0)
+    has_sequence = any(not isinstance(d, int) for s in engines[0].input_specs for d in s.shape[1:])
+    return [BenchResult(batch, sequence if has_sequence else None, runs, np.asarray(t)) for t in times]

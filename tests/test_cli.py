@@ -65,3 +65,11 @@ def test_errors_exit_nonzero(tmp_path: Path) -> None:
         errors = [ln for ln in res.output.splitlines() if ln.startswith("Error: ")]
         assert len(errors) == 1 and res.output.strip().endswith(errors[0]), res.output
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_bench_baseline_prints_speedup(digits_cnn_onnx: Path) -> None:
+    res = _run("bench", digits_cnn_onnx, "--baseline", digits_cnn_onnx, "--batch", "4", "--runs", "3", "--warmup", "1")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].startswith("baseline  batch   4") and lines[1].startswith("model     batch   4")
+    assert lines[2].startswith("speed-up batch 4: ") and lines[2].split(": ")[1].endswith("ms)")

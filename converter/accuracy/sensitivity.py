@@ -94,9 +94,16 @@ def analyze(
 def table_quantizer(model: str | onnx.ModelProto, table: CalibrationTable,
                     calib_data: Sequence[dict] | None = None) -> Callable[[QuantConfig], onnx.ModelProto]:
     """A ``quantize_fn`` that reuses one calibration table for every exclusion list."""
+    from ..inspect import load_onnx
+    from ..quant.errors import QuantizationError
     from ..quantize import quantize
 
     def run(config: QuantConfig) -> onnx.ModelProto:
-        return quantize(model, table, config, calib_data=calib_data)
+        try:
+            return quantize(model, table, config, calib_data=calib_data)
+        except QuantizationError as exc:
+            if config.exclude_nodes and str(exc).startswith("nothing to quantize"):
+                return model if isinstance(model, onnx.ModelProto) else load_onnx(model)  # every layer in float
+            raise
 
     return run

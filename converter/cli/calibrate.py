@@ -6,21 +6,11 @@ from pathlib import Path
 
 import click
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")
-
-
 def _tokenizer_dir(model: Path, tokenizer: str | None) -> Path | None:
-    """``--tokenizer`` (a folder or a built-in model name), else the model's folder if it has a tokenizer."""
-    if tokenizer:
-        folder = Path(tokenizer).expanduser()
-        if folder.is_dir():
-            return folder
-        from converter.models import resolve_model
+    """``--tokenizer``, else the folder recorded at export, else a tokenizer beside the model."""
+    from .data_options import tokenizer_dir
 
-        return resolve_model(tokenizer)
-    if any((model.parent / f).is_file() for f in TOKENIZER_FILES):
-        return model.parent
-    return None
+    return tokenizer_dir(model, tokenizer)
 
 
 def _input_specs(model: Path) -> list:

@@ -32,6 +32,9 @@ def data_options(default_samples: int | None = None, required: bool = True) -> C
     return decorate
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")
+
+
 def tokenizer_dir(model_path: Path, tokenizer: str | None) -> Path | None:
     """--tokenizer if given, else the folder recorded at export, else a tokenizer beside the model."""
     from converter.models import resolve_model, source_model_dir
@@ -41,7 +44,7 @@ def tokenizer_dir(model_path: Path, tokenizer: str | None) -> Path | None:
     recorded = source_model_dir(model_path)
     if recorded is not None:
         return recorded
-    if (model_path.parent / "tokenizer.json").is_file() or (model_path.parent / "tokenizer_config.json").is_file():
+    if any((model_path.parent / f).is_file() for f in TOKENIZER_FILES):
         return model_path.parent
     return None
 

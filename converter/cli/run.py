@@ -58,7 +58,7 @@ def run_command(model: Path, input_path: Path | None, synthetic: bool, batch: in
 @click.option("--warmup", type=int, default=5, show_default=True)
 @click.option("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores).")
 @click.option("--baseline", type=click.Path(path_type=Path),
-              help="Also time this model (e.g. the FP32 original) on the same inputs and print the speed-up.")
+              help="Also time this model (e.g. the FP32 original), alternating runs on the same inputs, and print the speed-up.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @_PROVIDERS
 def bench_command(model: Path, batches: tuple[int, ...], sequence: int, runs: int, warmup: int, threads: int,
@@ -67,23 +67,31 @@ def bench_command(model: Path, batches: tuple[int, ...], sequence: int, runs: in
     import onnxruntime as ort
 
     from runtime import Engine
-    from runtime.bench import benchmark
+    from runtime.bench import benchmark, benchmark_interleaved
 
-    def measure(path: Path, label: str) -> list:
+    def load(path: Path) -> Engine:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        out = []
-        with Engine.load(path, providers=providers or None, session_options=opts) as eng:
-            for b in batches or (1,):
-                r = benchmark(eng, batch=b, sequence=sequence, runs=runs, warmup=warmup)
-                out.append(r)
-                if not as_json:
-                    click.echo(f"{label}{r.line()}")
-        return out
+        return Engine.load(path, providers=providers or None, session_options=opts)
 
-    base = measure(baseline, "baseline  ") if baseline else None
-    results = measure(model, "model     " if baseline else "")
+    results, base = [], []
+    with load(model) as eng:
+        if baseline is None:
+            for b in batches or (1,):
+                results.append(benchmark(eng, batch=b, sequence=sequence, runs=runs, warmup=warmup))
+                if not as_json:
+                    click.echo(results[-1].line())
+        else:
+            with load(baseline) as base_eng:
+                for b in batches or (1,):
+                    r_base, r = benchmark_interleaved([base_eng, eng], batch=b, sequence=sequence, runs=runs,
+                                                      warmup=warmup)
+                    base.append(r_base)
+                    results.append(r)
+                    if not as_json:
+                        click.echo(f"baseline  {r_base.line()}")
+                        click.echo(f"model     {r.line()}")
     if as_json:
         rows = [r.to_dict() for r in results]
         if base:
