@@ -53,12 +53,17 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 @click.option("--quantize-attention/--no-quantize-attention", default=None,
               help="Quantize the activation x activation MatMuls of attention (default: yes for ort-cpu).")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight scales.")
+@click.option("--target-accuracy", metavar="METRIC=VALUE",
+              help="Keep the most sensitive layers in float until METRIC (cosine, min_cosine, snr, top1 vs FP32) "
+                   "reaches VALUE on held-out data, e.g. cosine=0.999. Needs --data.")
+@click.option("--eval-data", metavar="SOURCE",
+              help="Held-out data for --target-accuracy (default: the last quarter of --data).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .onnx file.")
 def command(model: Path, calib: Path | None, data: str | None, num_samples: int | None, batch_size: int,
             max_length: int, tokenizer: str | None, method: str | None, smoothquant: str | None,
             exclude: tuple[str, ...], target: str, quantize_attention: bool | None, per_tensor: bool,
-            output: Path) -> None:
+            target_accuracy: str | None, eval_data: str | None, output: Path) -> None:
     """Quantize MODEL.onnx to static INT8 (QDQ) with ranges from --calib or from --data.
 
     --data also drives --smoothquant auto (alpha chosen per layer) and re-measures the ranges of
@@ -84,7 +89,13 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
             from converter.calib.config import CalibConfig
 
             calib_config = CalibConfig(method=method)
-        out = quantize_file(model, output, table, config, calib_data=feeds, calib_config=calib_config)
+        if target_accuracy:
+            if feeds is None:
+                raise click.UsageError("--target-accuracy needs --data (to measure sensitivity and the held-out score)")
+            held = _open_data(model, eval_data, num_samples, batch_size, max_length, tokenizer) if eval_data else None
+            out = _quantize_to_target(model, output, table, config, feeds, held, calib_config, target_accuracy)
+        else:
+            out = quantize_file(model, output, table, config, calib_data=feeds, calib_config=calib_config)
     except (ConverterError, CalibrationError) as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # errors of the data readers and runtime name their problem
@@ -93,6 +104,37 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
         raise
     size = out.stat().st_size / 1e6
     click.echo(f"wrote {out} ({size:.1f} MB, target {target}, smoothquant {sq if sq is not None else 'off'})")
+
+
+def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, held: list | None,  # noqa: ANN001
+                        calib_config, target_text: str) -> Path:  # noqa: ANN001
+    """Mixed precision: full INT8, then the most sensitive layers back to float until the target holds."""
+    import onnx
+
+    from converter.accuracy import Evaluator, Target, reach_target
+    from converter.calibrate import calibrate
+    from converter.quantize import quantize
+    from runtime.atomic import atomic_write
+
+    from .accuracy import echo_mixed_precision, latency_probe, split_data
+
+    target = Target.parse(target_text)
+    calib_part, held_part = split_data(feeds, held)
+    if table is None:
+        table = calibrate(model, calib_part, calib_config, progress=False)
+
+    def quantize_fn(cfg):  # noqa: ANN001, ANN202
+        from converter.accuracy.sensitivity import table_quantizer
+
+        return table_quantizer(model, table, calib_part if cfg.smoothquant == "auto" else None)(cfg)
+
+    result = reach_target(quantize_fn, Evaluator(model, calib_part), Evaluator(model, held_part), config, target,
+                          latency_fn=latency_probe())
+    echo_mixed_precision(result)
+    if not result.reached:
+        raise click.ClickException(f"accuracy target {target_text} not reached (best {result.final_score:.5f}); "
+                                   f"nothing written")
+    return atomic_write(output, lambda tmp: onnx.save_model(result.model, str(tmp)))
 
 
 def _load_table(path: Path):

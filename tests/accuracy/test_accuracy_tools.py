@@ -70,3 +70,20 @@ def test_cli_sensitivity(digits_cnn_onnx: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     assert len(report["layers"]) == 4 and all(l["without"] is not None and l["alone"] is None for l in report["layers"])
+
+
+def test_cli_quantize_to_target_accuracy(digits_cnn_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mixed.onnx"
+    res = CliRunner().invoke(main, ["quantize", str(digits_cnn_onnx), "--data", "builtin:digits",
+                                    "--target-accuracy", "top1=1.0", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "all layers INT8: top1" in res.output and "target top1=1.0 reached" in res.output
+    from runtime import Engine
+
+    with Engine.load(out) as eng:  # a loadable, still (partly) quantized model
+        assert [s.name for s in eng.input_specs] == ["image"]
+
+    bad = CliRunner().invoke(main, ["quantize", str(digits_cnn_onnx), "--data", "builtin:digits",
+                                    "--target-accuracy", "accuracy=0.9", "-o", str(tmp_path / "x.onnx")])
+    assert bad.exit_code == 1 and "METRIC=VALUE" in bad.output
+    assert not (tmp_path / "x.onnx").exists()
