@@ -9,7 +9,7 @@ import click
 from .data_options import data_options, open_model_data
 
 
-def latency_probe(batch: int = 8, sequence: int = 128, runs: int = 5):  # noqa: ANN201
+def latency_probe(batch: int = 8, sequence: int = 128, runs: int = 10):  # noqa: ANN201
     """A function timing a model (p50 ms, synthetic batch) so each float decision shows its speed cost."""
     from runtime import Engine
     from runtime.bench import benchmark

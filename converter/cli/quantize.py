@@ -128,8 +128,10 @@ def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, h
 
         return table_quantizer(model, table, calib_part if cfg.smoothquant == "auto" else None)(cfg)
 
+    probe = latency_probe()
+    click.echo(f"FP32: {probe(str(model)):.2f} ms (batch 8)")
     result = reach_target(quantize_fn, Evaluator(model, calib_part), Evaluator(model, held_part), config, target,
-                          latency_fn=latency_probe())
+                          latency_fn=probe)
     echo_mixed_precision(result)
     if not result.reached:
         raise click.ClickException(f"accuracy target {target_text} not reached (best {result.final_score:.5f}); "
