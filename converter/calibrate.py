@@ -61,8 +61,6 @@ def calibrate(
         del source  # the graph is in the engine now
         specs = engine.input_specs
         for index, feeds in enumerate(itertools.chain([first], batches)):
-            if config.num_samples is not None and seen >= config.num_samples:
-                break
             feeds = _checked(feeds, index, specs, label)
             n = _batch_len(feeds)
             if n == 0:
@@ -70,7 +68,7 @@ def calibrate(
                 continue
             if config.num_samples is not None and seen + n > config.num_samples:
                 n = config.num_samples - seen
-                feeds = {k: v[:n] for k, v in feeds.items()}
+                feeds = {k: v[:n] if v.ndim else v for k, v in feeds.items()}
             outputs = engine.run(feeds, plan.fetch) if plan.fetch else {}
             outputs.update({t: feeds[t] for t in plan.from_feeds})
             collector.update(outputs)
@@ -78,6 +76,8 @@ def calibrate(
             seen += n
             num_batches += 1
             bar.update(n)
+            if config.num_samples is not None and seen >= config.num_samples:
+                break  # do not pull another batch from the data
         if seen == 0:
             raise CalibrationDataError(f"the calibration data set is empty: its batches hold no samples for {label}")
         stats = {t: collector.stats(t) for t in plan.observed}

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -23,6 +24,9 @@ from . import kernels
 from .config import CalibConfig
 from .observers import ChannelAbsMaxObserver, Histogram, HistogramObserver, MinMaxObserver
 from .table import CalibrationError
+
+if TYPE_CHECKING:
+    from runtime import Engine
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +89,19 @@ class Plan:
 
 
 def _graph_facts(proto: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int], set[str], set[str]]:
-    """Element types and ranks of all top-level values, the constant names and the data-dependent names."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
-    except Exception as exc:  # inference is best effort; declared types still count
-        log.warning("ONNX shape inference failed (%s); using declared types only", exc)
-        inferred = proto
+    """Element types and ranks of all top-level values, the constant names and the data-dependent names.
+
+    ONNX shape inference runs only when the model does not already declare every value's type.
+    """
+    declared = {vi.name for vi in list(proto.graph.value_info) + list(proto.graph.output) + list(proto.graph.input)
+                if vi.type.tensor_type.elem_type}
+    declared |= {i.name for i in proto.graph.initializer}
+    inferred = proto
+    if any(o and o not in declared for n in proto.graph.node if n.op_type != "Constant" for o in n.output):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+        except Exception as exc:  # inference is best effort; declared types still count
+            log.warning("ONNX shape inference failed (%s); using declared types only", exc)
     g = inferred.graph
     types: dict[str, int] = {}
     ranks: dict[str, int] = {}
@@ -187,11 +198,12 @@ def plan_tensors(proto: onnx.ModelProto, config: CalibConfig, tensors: Sequence[
 
 
 @contextlib.contextmanager
-def open_engine(source: ModelSource, plan: Plan, session_options: object | None = None) -> Iterator["Engine"]:  # noqa: F821
+def open_engine(source: ModelSource, plan: Plan, session_options: object | None = None) -> Iterator[Engine]:
     """Load the model with ``plan.fetch`` added as graph outputs, via ``runtime.Engine``.
 
     The modified graph is passed as bytes; external weights are read from the original model's
     folder (ONNX Runtime's external-initializers folder option), so nothing is copied or written.
+    Without ``session_options``, ORT's intra-op threads are told not to spin between runs.
     """
     from runtime import Engine
 
@@ -200,6 +212,12 @@ def open_engine(source: ModelSource, plan: Plan, session_options: object | None 
     for name in plan.fetch:
         if name not in present:
             proto.graph.output.append(onnx.helper.make_tensor_value_info(name, plan.elem_types[name], None))
+    if session_options is None:
+        import onnxruntime as ort
+
+        session_options = ort.SessionOptions()
+        # ORT's worker threads otherwise spin after each run, taking the cores the observers need
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     locations = _external_locations(proto)
     if locations:
         if source.path is None:
@@ -209,10 +227,6 @@ def open_engine(source: ModelSource, plan: Plan, session_options: object | None 
         for loc in sorted(locations):
             if not (base / loc).is_file():
                 raise CalibrationError(f"external data file {base / loc} of {source.label} is missing")
-        if session_options is None:
-            import onnxruntime as ort
-
-            session_options = ort.SessionOptions()
         session_options.add_session_config_entry(  # type: ignore[attr-defined]
             "session.model_external_initializers_file_folder_path", str(base.resolve()))
     try:
@@ -256,6 +270,7 @@ class Collector:
         self.channels = {t: ChannelAbsMaxObserver(axis, config.sentinel_abs, name=t)
                          for t, axis in plan.channel_axes.items()}
         workers = config.workers or min(4, os.cpu_count() or 1)
+        self._workers = workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="qdq-calib") if workers > 1 else None
 
     def update(self, values: Mapping[str, np.ndarray]) -> None:
@@ -265,23 +280,31 @@ class Collector:
         missing = [t for t, _ in jobs if t not in values]
         if missing:
             raise CalibrationError(f"the model run did not return tensor '{missing[0]}'")
-        jobs.sort(key=lambda j: -values[j[0]].size)  # largest first balances the threads
+        jobs.sort(key=lambda j: -values[j[0]].size)
 
-        def run(job: tuple[str, object]) -> None:
-            name, update = job
-            try:
-                update(values[name])  # type: ignore[operator]
-            except CalibrationError:
-                raise
-            except Exception as exc:
-                raise CalibrationError(f"observing tensor '{name}' failed: {exc}") from exc
+        def run(bucket: list[tuple[str, object]]) -> None:
+            for name, update in bucket:
+                try:
+                    update(values[name])  # type: ignore[operator]
+                except CalibrationError:
+                    raise
+                except Exception as exc:
+                    raise CalibrationError(f"observing tensor '{name}' failed: {exc}") from exc
 
         if self._pool is None:
-            for job in jobs:
-                run(job)
-        else:
-            for _ in self._pool.map(run, jobs):
-                pass
+            run(jobs)
+            return
+        # a few buckets per thread, balanced by size (largest first into the lightest bucket): a
+        # future per tensor costs more than observing a small tensor
+        nbuckets = 4 * self._workers
+        buckets: list[list[tuple[str, object]]] = [[] for _ in range(nbuckets)]
+        loads = [0] * nbuckets
+        for job in jobs:
+            i = loads.index(min(loads))
+            buckets[i].append(job)
+            loads[i] += values[job[0]].size
+        for _ in self._pool.map(run, buckets):
+            pass
 
     def stats(self, name: str) -> TensorStats:
         obs = self.observers[name]

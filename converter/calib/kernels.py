@@ -19,6 +19,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 16  # numpy path: elements per pass, so scratch buffers stay in L2
+_LANES = 4  # numba path: independent counter rows for large tensors
 _scratch = threading.local()
 
 HAVE_NUMBA = os.environ.get("QDQ_NO_NUMBA") != "1" and importlib.util.find_spec("numba") is not None
@@ -33,8 +34,11 @@ def _load() -> None:
         from . import _numba_kernels as nk
 
         x, counts = np.zeros(4, np.float32), np.zeros(4, np.int64)
-        nk.accumulate(x, 1.0, np.int64(0), counts, math.inf)  # load (or compile) the float32 versions
+        nk.accumulate(x, np.float32(1.0), np.int64(0), counts, np.float32(np.inf))  # load (or compile)
+        nk.accumulate(x, 1.0, np.int64(0), counts, math.inf)
         nk.minmax(x, 1e30)
+        nk.scan_accumulate(x, np.float32(1.0), np.int64(0), counts.reshape(1, -1), np.float32(np.inf))
+        nk.scan_accumulate(x, 1.0, np.int64(0), counts.reshape(1, -1), math.inf)
         _compiled = nk
         log.debug("numba observer kernels ready")
     except Exception as exc:  # pragma: no cover - numba broken in this environment
@@ -127,7 +131,42 @@ def accumulate(flat: np.ndarray, exp: int, origin: int, counts: np.ndarray, sent
     if nk is None:
         accumulate_numpy(flat, exp, origin, counts, sentinel)
         return
-    outside = nk.accumulate(_numba_view(flat), math.ldexp(1.0, -exp), np.int64(origin), counts,
-                            math.inf if sentinel is None else float(sentinel))
+    flat = _numba_view(flat)
+    inv, cut = _inv(flat, exp, origin, counts.size, math.inf if sentinel is None else sentinel)
+    outside = nk.accumulate(flat, inv, np.int64(origin), counts, cut)
     if outside:
         raise AssertionError(f"{outside} values fell outside the histogram grid")
+
+
+def _inv(flat: np.ndarray, exp: int, origin: int, n: int, sentinel: float) -> tuple[float, float]:
+    """Scale and sentinel in float32 when that arithmetic is exact for every in-grid value, else float64."""
+    inv = math.ldexp(1.0, -exp)
+    if flat.dtype == np.float32 and -126 <= exp <= 0 and abs(origin) + n < 2**23:
+        return np.float32(inv), np.float32(sentinel if sentinel < 3e38 else np.inf)
+    return inv, float(sentinel)
+
+
+def scan_accumulate(flat: np.ndarray, exp: int, origin: int, counts: np.ndarray,
+                    sentinel: float) -> tuple[float, float, int] | None:
+    """Fused min/max + binning in one pass (numba only).
+
+    Returns ``(min, max, excluded)`` with the bins added to ``counts`` when every kept value fell
+    inside the grid; returns None (``counts`` untouched) when the grid must widen first or numba
+    is not ready.
+    """
+    nk = _compiled
+    if nk is None or flat.size == 0:
+        return None
+    flat = _numba_view(flat)
+    rows = _LANES if flat.size >= 16 * counts.size else 1  # summing lanes only pays off on big tensors
+    scratch = getattr(_scratch, "lanes", None)
+    if scratch is None or scratch.shape[1] != counts.size:
+        scratch = _scratch.lanes = np.zeros((_LANES, counts.size), np.int64)
+    lanes = scratch[:rows]
+    lanes.fill(0)
+    inv, cut = _inv(flat, exp, origin, counts.size, sentinel)
+    mn, mx, excluded, outside = nk.scan_accumulate(flat, inv, np.int64(origin), lanes, cut)
+    if outside:
+        return None
+    counts += lanes[0] if rows == 1 else lanes.sum(axis=0)
+    return float(mn), float(mx), int(excluded)

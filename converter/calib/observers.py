@@ -14,6 +14,7 @@ folding it to a histogram of ``|x|`` is exact as well.
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import zlib
 from dataclasses import dataclass
@@ -101,13 +102,16 @@ class Histogram:
         return Histogram(self.counts[first:last + 1].copy(), self.exp, self.start + first, self.min, self.max)
 
     def fold_abs(self) -> "Histogram":
-        """Histogram of ``|x|`` on the same grid (exact, the grid is anchored at zero)."""
+        """Histogram of ``|x|`` on the same grid (exact, the grid is anchored at zero); cached."""
+        return self._folded
+
+    @functools.cached_property
+    def _folded(self) -> "Histogram":
         g = self.start + np.arange(self.counts.size)
         mapped = np.where(g >= 0, g, -g - 1)
         nz = self.counts > 0
         n = int(mapped[nz].max()) + 1 if nz.any() else 1
-        counts = np.zeros(n, np.int64)
-        np.add.at(counts, mapped[nz], self.counts[nz])
+        counts = np.bincount(mapped[nz], weights=self.counts[nz], minlength=n).astype(np.int64)
         if self.min >= 0:
             amin, amax = self.min, self.max
         elif self.max <= 0:
@@ -211,6 +215,15 @@ class HistogramObserver:
     # -- updates ----------------------------------------------------------------------------
     def update(self, x: np.ndarray) -> None:
         """Fold one batch of values into the histogram (widening it first if needed)."""
+        if self.counts is not None:  # common case: one fused pass when the batch fits the grid
+            flat = np.asarray(x).reshape(-1)
+            fused = kernels.scan_accumulate(flat, self.exp, self.origin, self.counts, self.sentinel_abs)
+            if fused is not None:
+                mn, mx, excluded = fused
+                self.nonfinite += excluded
+                self.count += int(flat.size - excluded)
+                self.min, self.max = min(self.min, mn), max(self.max, mx)
+                return
         flat, mn, mx, excluded, filtered = scan(x, self.sentinel_abs)
         self.nonfinite += excluded
         n = int(flat.size - excluded)

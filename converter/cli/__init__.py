@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-_COMMAND_MODULES = ["export", "inspect", "calibrate", "quantize", "run", "compare", "accuracy", "build", "check", "qat"]
+_COMMAND_MODULES = ["export", "inspect", "calibrate", "quantize", "run", "compare", "accuracy", "build", "check", "qat", "llm"]
 _QUIET_LOGGERS = ("onnxscript", "onnx_ir", "torch", "transformers", "httpx", "urllib3")
 
 

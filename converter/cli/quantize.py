@@ -56,6 +56,18 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 @click.option("--target-accuracy", metavar="METRIC=VALUE",
               help="Keep the most sensitive layers in float until METRIC (cosine, min_cosine, snr, top1 vs FP32) "
                    "reaches VALUE on held-out data, e.g. cosine=0.999. Needs --data.")
+@click.option("--weights", type=click.Choice(["int4", "int8"]), default=None,
+              help="Weight-only quantization of MatMul weights for LLMs (MatMulNBits) instead of static W8A8.")
+@click.option("--group-size", type=int, default=128, show_default=True, help="--weights: weights per scale (32/64/128).")
+@click.option("--algo", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
+              help="--weights: round-to-nearest, or GPTQ-style second-order error compensation (needs --data text).")
+@click.option("--act-order", is_flag=True, help="--weights gptq: quantize columns by decreasing Hessian diagonal.")
+@click.option("--asymmetric", is_flag=True, help="--weights: one zero point per group (default symmetric).")
+@click.option("--damp", type=float, default=0.01, show_default=True, help="--weights gptq: damping, fraction of mean diag(H).")
+@click.option("--weight-format", "weight_format", type=click.Choice(["matmulnbits", "qdq"]), default="matmulnbits",
+              show_default=True, help="--weights: com.microsoft MatMulNBits, or opset-21 block-wise DequantizeLinear.")
+@click.option("--dynamic-activations", is_flag=True,
+              help="--weights: ZeroQuant-style per-token dynamic int8 activations (MatMulNBits accuracy_level 4).")
 @click.option("--eval-data", metavar="SOURCE",
               help="Held-out data for --target-accuracy (default: the last quarter of --data).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -63,7 +75,9 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 def command(model: Path, calib: Path | None, data: str | None, num_samples: int | None, batch_size: int,
             max_length: int, tokenizer: str | None, method: str | None, smoothquant: str | None,
             exclude: tuple[str, ...], target: str, quantize_attention: bool | None, per_tensor: bool,
-            target_accuracy: str | None, eval_data: str | None, output: Path) -> None:
+            target_accuracy: str | None, weights: str | None, group_size: int, algo: str, act_order: bool,
+            asymmetric: bool, damp: float, weight_format: str, dynamic_activations: bool, eval_data: str | None,
+            output: Path) -> None:
     """Quantize MODEL.onnx to static INT8 (QDQ) with ranges from --calib or from --data.
 
     --data also drives --smoothquant auto (alpha chosen per layer) and re-measures the ranges of
@@ -74,6 +88,19 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
     from converter.quant.config import QuantConfig
     from converter.quantize import quantize_file
 
+    if weights is not None:
+        if calib is not None or smoothquant is not None or target_accuracy is not None:
+            raise click.UsageError("--weights (weight-only) does not combine with --calib, --smoothquant or --target-accuracy")
+        from .llm import quantize_weights_api
+
+        result = quantize_weights_api(
+            model, output, bits=weights, group_size=group_size, algo=algo, act_order=act_order, asymmetric=asymmetric,
+            damp=damp, fmt=weight_format, dynamic_activations=dynamic_activations, exclude=exclude, data=data,
+            num_samples=num_samples or 128, max_length=max_length, tokenizer=tokenizer)
+        click.echo(f"wrote {result.path}: {len(result.quantized)} MatMuls as {result.config.label}, "
+                   f"weights {result.float_bytes / 1e6:.2f} MB -> {result.quantized_bytes / 1e6:.2f} MB "
+                   f"in {result.seconds:.1f}s")
+        return
     try:
         sq = _parse_smoothquant(smoothquant)
         if calib is None and data is None:

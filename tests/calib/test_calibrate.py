@@ -9,7 +9,6 @@ import pytest
 
 from converter.calibrate import CalibConfig, CalibrationDataError, CalibrationError, calibrate, recompute
 from converter.calib.table import CalibrationTable
-from runtime import Engine
 
 
 def _matmul_inputs(model_path: Path) -> tuple[set[str], dict[str, int]]:
@@ -129,6 +128,13 @@ def test_explicit_tensors_and_num_samples(digits_cnn_onnx: Path, digits_batches:
     assert set(table.tensors) == {"logits", "image"} and not table.channel_absmax
     assert table.meta["num_samples"] == 50 and table.meta["num_batches"] == 2
     assert table.get("image").count == 50 * 64
+
+    def exactly_two(batches: list):
+        yield from batches[:2]
+        raise AssertionError("a third batch was pulled after num_samples was reached")
+
+    table = calibrate(digits_cnn_onnx, exactly_two(digits_batches), CalibConfig(num_samples=64), progress=False)
+    assert table.meta["num_samples"] == 64
     with pytest.raises(CalibrationError, match="'nope' is not in the model"):
         calibrate(digits_cnn_onnx, digits_batches, tensors=["nope"], progress=False)
 

@@ -32,13 +32,28 @@ def test_cli_text_with_builtin_tokenizer_asymmetric(minilm_onnx: Path, tmp_path:
     assert table.get("last_hidden_state").qtype == "uint8" and table.meta["num_samples"] == 4
 
 
+def _text_model_without_tokenizer(folder: Path) -> Path:
+    """A small text-shaped model (int64 input_ids/attention_mask) with no tokenizer anywhere near it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])
+    out = helper.make_tensor_value_info("out", TensorProto.INT64, ["batch", "sequence"])
+    graph = helper.make_graph([helper.make_node("Add", ["input_ids", "attention_mask"], ["out"])], "g", [ids, mask], [out])
+    path = folder / "bare" / "text.onnx"
+    path.parent.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
 def test_cli_errors_are_one_line(digits_cnn_onnx: Path, minilm_onnx: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     out = str(tmp_path / "c.json")
     cases = [
         ([str(digits_cnn_onnx), "--data", str(tmp_path / "nothing.txt"), "-o", out], "nothing.txt"),
         ([str(tmp_path / "absent.onnx"), "--data", "builtin:digits", "-o", out], "absent.onnx"),
-        ([str(minilm_onnx), "--data", "builtin:text", "-o", out], "--tokenizer"),
+        ([str(_text_model_without_tokenizer(tmp_path)), "--data", "builtin:text", "-o", out], "--tokenizer"),
         ([str(minilm_onnx), "--data", "builtin:digits", "-o", out], "attention_mask"),
     ]
     for args, needle in cases:

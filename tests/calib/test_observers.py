@@ -14,7 +14,12 @@ def _batches(rng: np.random.Generator) -> list[np.ndarray]:
     """Ragged batches whose range keeps growing (forces several re-binnings) and drifts off zero."""
     specs = [((3, 17), 0.01, 0.0), ((5, 4, 9), 1.0, 0.0), ((2, 33), 5.0, 3.0), ((7,), 0.1, -40.0),
              ((11, 3, 2), 1e-3, 1.0), ((4, 100), 50.0, 0.0)]
-    return [(rng.standard_normal(shape) * s + o).astype(np.float32) for shape, s, o in specs]
+    batches = [(rng.standard_normal(shape) * s + o).astype(np.float32) for shape, s, o in specs]
+    # large batches inside the final range (the compiled kernel counts them in several lanes), one of
+    # them concentrated like softmax output
+    batches.append((rng.standard_normal((40, 1000)) * 20).astype(np.float32))
+    batches.append(np.exp(-np.abs(rng.standard_normal(30_000)) * 30).astype(np.float32))
+    return batches
 
 
 @pytest.fixture(params=["numpy", "numba"])

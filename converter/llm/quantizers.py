@@ -1,0 +1,182 @@
+"""Group-wise weight quantizers: round-to-nearest and second-order (GPTQ-style) with error compensation.
+
+Weights are handled as W [N, K] (output channels x input features, i.e. an ONNX MatMul's B
+transposed); groups of ``group_size`` consecutive input features share a scale and zero point.
+Levels are unsigned ``0 .. 2^bits - 1`` and ``w ≈ (q - zero_point) * scale``, ONNX Runtime's
+MatMulNBits convention. Symmetric groups use zero point 2^(bits-1) and, like ONNX Runtime's own
+quantizer, a signed scale mapping the group's largest-magnitude weight exactly to level 0.
+
+GPTQ (Frantar et al., 2022): with H = 2XXᵀ from calibration inputs, columns are quantized left to
+right and each column's rounding error is spread over the not-yet-quantized columns through the
+Cholesky factor of H⁻¹, in lazy blocks of ``block_size`` columns.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import WeightOnlyConfig, WeightQuantError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QuantizedWeight:
+    """Integer levels and per-group parameters of one weight matrix W [N, K]."""
+
+    q: np.ndarray  # uint8 [N, K], levels 0 .. 2^bits - 1
+    scales: np.ndarray  # float32 [N, K // group_size]
+    zero_points: np.ndarray  # uint8 [N, K // group_size]
+    bits: int
+    group_size: int
+    symmetric: bool
+
+    def dequantize(self) -> np.ndarray:
+        """W' [N, K] float32 = (q - zero_point) * scale, per group."""
+        n, k = self.q.shape
+        g = self.group_size
+        levels = self.q.reshape(n, k // g, g).astype(np.float32) - self.zero_points[..., None].astype(np.float32)
+        return (levels * self.scales[..., None]).reshape(n, k)
+
+
+def group_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale (float32-representable) and zero point for each row of ``w`` [rows, group]."""
+    maxq = 2**bits - 1
+    if symmetric:
+        mid = 2 ** (bits - 1)
+        ext = w.gather(1, w.abs().argmax(1, keepdim=True))[:, 0]
+        scale = ext / -mid
+        zero = torch.full_like(scale, float(mid))
+    else:
+        lo = torch.clamp(w.min(1).values, max=0.0)
+        hi = torch.clamp(w.max(1).values, min=0.0)
+        scale = (hi - lo) / maxq
+        zero = torch.zeros_like(scale)
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale).float().to(w.dtype)
+    if not symmetric:
+        zero = torch.clamp(torch.round(-lo / scale), 0, maxq)
+    return scale, zero
+
+
+def _quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
+    """Levels for ``w`` (any trailing shape broadcasting against scale/zero)."""
+    return torch.clamp(torch.round(w / scale) + zero, 0, maxq)
+
+
+def check_shape(w: np.ndarray, group_size: int, name: str = "weight") -> None:
+    """Reject weights whose K is not a multiple of the group size."""
+    if w.ndim != 2:
+        raise WeightQuantError(f"{name}: expected a 2-D weight, got shape {w.shape}")
+    if w.shape[1] % group_size:
+        raise WeightQuantError(
+            f"{name}: K={w.shape[1]} is not divisible by group size {group_size}; pick a group size dividing K "
+            f"or exclude this MatMul"
+        )
+
+
+def quantize_rtn(w: np.ndarray, config: WeightOnlyConfig, name: str = "weight") -> QuantizedWeight:
+    """Round each weight to the nearest level of its group."""
+    check_shape(w, config.group_size, name)
+    n, k = w.shape
+    g, maxq = config.group_size, 2**config.bits - 1
+    wt = torch.tensor(np.asarray(w), dtype=torch.float64).reshape(n * (k // g), g)
+    scale, zero = group_params(wt, config.bits, config.symmetric)
+    q = _quantize(wt, scale[:, None], zero[:, None], maxq)
+    return _pack_result(q.reshape(n, k), scale.reshape(n, k // g), zero.reshape(n, k // g), config)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """The column sweep is thousands of small ops: one torch thread is far faster than several."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def quantize_gptq(w: np.ndarray, hessian: np.ndarray, config: WeightOnlyConfig, name: str = "weight") -> QuantizedWeight:
+    """Second-order quantization of W [N, K] given H [K, K] (2XXᵀ averaged over calibration tokens)."""
+    with _one_thread():
+        return _gptq(w, hessian, config, name)
+
+
+def _gptq(w: np.ndarray, hessian: np.ndarray, config: WeightOnlyConfig, name: str) -> QuantizedWeight:
+    check_shape(w, config.group_size, name)
+    n, k = w.shape
+    if hessian.shape != (k, k):
+        raise WeightQuantError(f"{name}: Hessian shape {hessian.shape} does not match K={k}")
+    g, maxq, bits, sym = config.group_size, 2**config.bits - 1, config.bits, config.symmetric
+    W = torch.tensor(np.asarray(w), dtype=torch.float64)
+    H = torch.tensor(np.asarray(hessian), dtype=torch.float64)
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+
+    # Group parameters: computed up front from the (unpermuted) weights when visiting columns out of
+    # order, so each group keeps one scale as MatMulNBits requires; else lazily from updated weights.
+    scales = torch.zeros(n, k // g, dtype=torch.float64)
+    zeros = torch.zeros(n, k // g, dtype=torch.float64)
+    perm = torch.arange(k)
+    if config.act_order:
+        for j in range(k // g):
+            scales[:, j], zeros[:, j] = group_params(W[:, j * g:(j + 1) * g], bits, sym)
+        perm = torch.argsort(torch.diag(H), descending=True)
+        W, H = W[:, perm], H[perm][:, perm]
+
+    H += config.damp * torch.mean(torch.diag(H)) * torch.eye(k, dtype=torch.float64)
+    try:
+        L = torch.linalg.cholesky(H)
+        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    except RuntimeError as exc:
+        raise WeightQuantError(f"{name}: Hessian is not positive definite even after damping ({exc}); "
+                               "raise damp or use more calibration data") from None
+
+    # The column sweep runs in float32 (as reference GPTQ does); only the factorization needs float64.
+    W, Hinv = W.float(), Hinv.float()
+    scales, zeros = scales.float(), zeros.float()
+    Q = torch.zeros_like(W)
+    block = max(g, (config.block_size // g) * g)  # whole groups per block
+    for i1 in range(0, k, block):
+        i2 = min(i1 + block, k)
+        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        Q1, Err1 = torch.zeros_like(W1), torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            col = i1 + i
+            grp = int(perm[col]) // g
+            if not config.act_order and col % g == 0:
+                scales[:, grp], zeros[:, grp] = group_params(W1[:, i:i + g], bits, sym)
+            w_col, d = W1[:, i], Hinv1[i, i]
+            q = _quantize(w_col, scales[:, grp], zeros[:, grp], maxq)
+            Q1[:, i] = q
+            err = (w_col - (q - zeros[:, grp]) * scales[:, grp]) / d
+            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
+            Err1[:, i] = err
+        Q[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    if config.act_order:
+        Q = Q[:, torch.argsort(perm)]
+    return _pack_result(Q, scales, zeros, config)
+
+
+def _pack_result(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, config: WeightOnlyConfig) -> QuantizedWeight:
+    return QuantizedWeight(
+        q=q.numpy().astype(np.uint8),
+        scales=scale.numpy().astype(np.float32),
+        zero_points=zero.numpy().astype(np.uint8),
+        bits=config.bits,
+        group_size=config.group_size,
+        symmetric=config.symmetric,
+    )
+
+
+def layer_error(w: np.ndarray, w_hat: np.ndarray, x: np.ndarray) -> float:
+    """Relative output error ||X Wᵀ - X Ŵᵀ||² / ||X Wᵀ||² of a linear layer on inputs X [tokens, K]."""
+    ref = x @ w.T
+    return float(np.sum((ref - x @ w_hat.T) ** 2) / np.sum(ref**2))

@@ -1,0 +1,205 @@
+"""Weight-only quantization of an ONNX model's MatMul weights (RTN or GPTQ) to MatMulNBits / block-wise DQ.
+
+    from converter.llm.weight_only import quantize_weights, lm_calibration
+    cfg = WeightOnlyConfig(bits=4, group_size=128, algo="gptq")
+    quantize_weights("lm.onnx", "lm.int4.onnx", cfg, calibration=lm_calibration("lm.onnx", text))
+
+Every MatMul (or Gemm without transA/scaling, as GPT-2 exports) whose second input is a constant
+2-D float weight is quantized, unless named in ``config.exclude`` (by node, output or weight name).
+Activations stay in float; with ``accuracy_level=4`` ONNX Runtime quantizes them per row and block
+on the fly (see dynamic.py).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from runtime.atomic import atomic_write
+
+from ..errors import ModelFileError
+from .config import WeightOnlyConfig, WeightQuantError
+from .hessian import collect_hessians
+from .matmulnbits import MS_DOMAIN, blockwise_dq_nodes, matmulnbits_node
+from .quantizers import QuantizedWeight, check_shape, quantize_gptq, quantize_rtn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WeightOnlyResult:
+    """What was quantized and how large the model became."""
+
+    path: Path | None
+    config: WeightOnlyConfig
+    quantized: list[str] = field(default_factory=list)
+    float_bytes: int = 0
+    quantized_bytes: int = 0
+    seconds: float = 0.0
+
+
+def load_model(model: str | os.PathLike[str] | ir.Model) -> ir.Model:
+    if isinstance(model, ir.Model):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        return ir.load(path)
+    except Exception as exc:
+        raise ModelFileError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0]}") from None
+
+
+def _attr(node: ir.Node, name: str, default: float) -> float:
+    attr = node.attributes.get(name)
+    return attr.value if attr is not None else default
+
+
+def _weight(node: ir.Node) -> np.ndarray | None:
+    """W [N, K] of a MatMul (or plain Gemm: no transA, alpha 1, beta 1) with a constant 2-D float weight."""
+    if node.domain not in ("", "ai.onnx") or node.op_type not in ("MatMul", "Gemm") or len(node.inputs) < 2:
+        return None
+    if node.op_type == "Gemm" and (_attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0
+                                   or (len(node.inputs) > 2 and _attr(node, "beta", 1.0) != 1.0)):
+        return None
+    b = node.inputs[1]
+    tensor = b.const_value if b is not None else None
+    if tensor is None or len(tensor.shape) != 2 or tensor.dtype != ir.DataType.FLOAT:
+        return None
+    w = tensor.numpy()
+    return w if node.op_type == "Gemm" and _attr(node, "transB", 0) else w.T
+
+
+def _names(node: ir.Node) -> set[str]:
+    return {n for n in (node.name, node.outputs[0].name, node.inputs[1].name if node.inputs[1] else None) if n}
+
+
+def find_weight_matmuls(model: ir.Model, exclude: Iterable[str] = ()) -> list[ir.Node]:
+    """MatMul (and plain Gemm) nodes with a constant 2-D float32 weight, minus those named in ``exclude``."""
+    skip = set(exclude)
+    return [n for n in model.graph if _weight(n) is not None and not (_names(n) & skip)]
+
+
+def hessian_inputs(model: ir.Model, exclude: Iterable[str] = ()) -> list[str]:
+    """Names of the activations feeding the quantizable MatMuls (each once)."""
+    return list(dict.fromkeys(n.inputs[0].name for n in find_weight_matmuls(model, exclude)))
+
+
+def quantize_model(
+    model: ir.Model,
+    config: WeightOnlyConfig,
+    calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
+    hessians: Mapping[str, np.ndarray] | None = None,
+) -> WeightOnlyResult:
+    """Quantize ``model`` in place; GPTQ needs ``calibration`` feed dicts for the float model.
+
+    ``hessians`` (from ``hessian_inputs`` + ``collect_hessians``, keyed by MatMul input name) may be
+    passed instead of ``calibration`` to reuse them across runs.
+    """
+    t0 = time.perf_counter()
+    targets = find_weight_matmuls(model, config.exclude)
+    if not targets:
+        raise WeightQuantError("the model has no MatMul with a constant 2-D float32 weight to quantize")
+    weights = {id(n): _weight(n) for n in targets}
+    for node in targets:  # fail fast, before any calibration work
+        check_shape(weights[id(node)], config.group_size, f"MatMul {node.name or node.outputs[0].name}")
+    if config.algo == "gptq" and hessians is None:
+        if calibration is None:
+            raise WeightQuantError("GPTQ needs calibration data (text for a causal LM)")
+        hessians = collect_hessians(model, hessian_inputs(model, config.exclude), calibration)
+    missing = [n.inputs[0].name for n in targets if config.algo == "gptq" and n.inputs[0].name not in hessians]
+    if missing:
+        raise WeightQuantError(f"no Hessian for MatMul input(s) {', '.join(missing[:3])}")
+
+    result = WeightOnlyResult(None, config)
+    graph = model.graph
+    for node in targets:
+        w = weights[id(node)]
+        label = node.outputs[0].name or node.name
+        if config.algo == "gptq":
+            qw = quantize_gptq(w, hessians[node.inputs[0].name], config, label)  # type: ignore[index]
+        else:
+            qw = quantize_rtn(w, config, label)
+        _replace(graph, node, qw, config, label)
+        result.quantized.append(label)
+        result.float_bytes += w.size * 4
+        levels = qw.q.size + (0 if qw.symmetric else qw.zero_points.size)
+        result.quantized_bytes += levels * qw.bits // 8 + qw.scales.size * 4
+    _drop_unused_initializers(graph)
+    if config.format == "matmulnbits":
+        model.opset_imports.setdefault(MS_DOMAIN, 1)
+    else:
+        model.opset_imports[""] = max(21, model.opset_imports.get("", 21))
+    result.seconds = time.perf_counter() - t0
+    log.info("quantized %d MatMul weights (%s): %.2f MB -> %.2f MB in %.1fs", len(result.quantized), config.label,
+             result.float_bytes / 1e6, result.quantized_bytes / 1e6, result.seconds)
+    return result
+
+
+def _replace(graph: ir.Graph, node: ir.Node, qw: QuantizedWeight, config: WeightOnlyConfig, prefix: str) -> None:
+    old_out = node.outputs[0]
+    if config.format == "matmulnbits":
+        new_nodes = [matmulnbits_node(graph, node.inputs[0], qw, prefix, config.accuracy_level)]
+    else:
+        new_nodes = list(blockwise_dq_nodes(graph, node.inputs[0], qw, prefix))
+    bias = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else None
+    if bias is not None:
+        new_nodes.append(ir.node("Add", [new_nodes[-1].outputs[0], bias], name=f"{prefix}_bias"))
+    new_out = new_nodes[-1].outputs[0]
+    ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, [old_out], [new_out])
+
+
+def _drop_unused_initializers(graph: ir.Graph) -> None:
+    for name, value in list(graph.initializers.items()):
+        if not value.uses() and not value.is_graph_output():
+            del graph.initializers[name]
+
+
+def quantize_weights(
+    model: str | os.PathLike[str] | ir.Model,
+    output: str | os.PathLike[str],
+    config: WeightOnlyConfig,
+    calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
+    hessians: Mapping[str, np.ndarray] | None = None,
+) -> WeightOnlyResult:
+    """Quantize the MatMul weights of ``model`` and save it to ``output`` (atomically)."""
+    ir_model = load_model(model)
+    result = quantize_model(ir_model, config, calibration, hessians)
+    result.path = atomic_write(output, lambda tmp: ir.save(ir_model, tmp))
+    return result
+
+
+def lm_calibration(
+    model: str | os.PathLike[str] | ir.Model,
+    text: str,
+    *,
+    tokenizer: str | os.PathLike[str] | None = None,
+    seq_len: int = 128,
+    batch: int = 8,
+    max_windows: int = 128,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Prefill feeds of ``seq_len``-token windows of ``text`` for an exported KV-cache LM at ``model``."""
+    from runtime.specs import TensorSpec
+
+    from .feeds import encode_text, load_tokenizer, prefill_feeds, tokenizer_dir, windows
+
+    if isinstance(model, ir.Model):
+        if tokenizer is None:
+            raise WeightQuantError("pass tokenizer= (a model folder) when calibrating an in-memory model")
+        ir_model = model
+        folder = Path(tokenizer)
+    else:
+        folder = tokenizer_dir(model, tokenizer)
+        ir_model = load_model(model)
+    specs = [TensorSpec(v.name, np.dtype(v.dtype.numpy()), tuple(d if isinstance(d, int) else str(d) for d in v.shape))
+             for v in ir_model.graph.inputs]
+    stream = encode_text(load_tokenizer(str(folder)), text)
+    stream = stream[: seq_len * max_windows]
+    for ids in windows(stream, seq_len, batch):
+        yield prefill_feeds(specs, ids)
