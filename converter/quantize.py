@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -189,18 +188,12 @@ def quantize_file(input: str | os.PathLike[str], output: str | os.PathLike[str],
 
 
 def save_model(proto: onnx.ModelProto, output: str | os.PathLike[str]) -> Path:
-    """Write a model via a temp file and ``os.replace`` (external data if it exceeds 2 GiB)."""
+    """Write a model atomically (temp file, then rename); models over 2 GiB are refused."""
+    from runtime.atomic import atomic_write
+
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if proto.ByteSize() > 2**31 - 2**26:
-            raise QuantizationError(f"quantized model is larger than 2 GiB; not supported for {out}")
-        onnx.save_model(proto, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if proto.ByteSize() > 2**31 - 2**26:
+        raise QuantizationError(f"quantized model is larger than 2 GiB; not supported for {out}")
+    atomic_write(out, lambda tmp: onnx.save_model(proto, str(tmp)))
     log.info("saved %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return out

@@ -16,7 +16,6 @@ from .validate import validate_feeds
 
 log = logging.getLogger(__name__)
 
-ModelSource = "str | os.PathLike[str] | bytes | onnx.ModelProto"
 _TENSORRT_SUFFIXES = (".engine", ".plan")
 
 
@@ -28,15 +27,18 @@ class Engine(abc.ABC):
 
     backend: str = "abstract"
 
-    @property
-    @abc.abstractmethod
-    def input_specs(self) -> list[TensorSpec]:
-        """Names, dtypes and (symbolic) shapes of the inputs."""
+    _inputs: list[TensorSpec]  # set by each backend when it loads
+    _outputs: list[TensorSpec]
 
     @property
-    @abc.abstractmethod
+    def input_specs(self) -> list[TensorSpec]:
+        """Names, dtypes and (symbolic) shapes of the inputs."""
+        return list(self._inputs)
+
+    @property
     def output_specs(self) -> list[TensorSpec]:
         """Names, dtypes and (symbolic) shapes of the outputs."""
+        return list(self._outputs)
 
     @abc.abstractmethod
     def _run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:

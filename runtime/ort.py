@@ -121,14 +121,6 @@ class OrtEngine(Engine):
         self._outputs = [_spec(o) for o in self.session.get_outputs()]
         log.debug("loaded %s on %s", self.label, self.session.get_providers())
 
-    @property
-    def input_specs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def output_specs(self) -> list[TensorSpec]:
-        return list(self._outputs)
-
     def _run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
         names = outputs or [o.name for o in self._outputs]
         try:

@@ -147,14 +147,6 @@ class TensorRTEngine(Engine):
                 self._outputs.append(spec)
         log.debug("loaded TensorRT engine %s: %d inputs, %d outputs", path, len(self._inputs), len(self._outputs))
 
-    @property
-    def input_specs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def output_specs(self) -> list[TensorSpec]:
-        return list(self._outputs)
-
     def _check_profile(self, name: str, shape: tuple[int, ...]) -> None:
         if name not in self._ranges:
             return

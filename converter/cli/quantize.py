@@ -136,12 +136,9 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
 def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, held: list | None,  # noqa: ANN001
                         calib_config, target_text: str) -> Path:  # noqa: ANN001
     """Mixed precision: full INT8, then the most sensitive layers back to float until the target holds."""
-    import onnx
-
     from converter.accuracy import Evaluator, Target, reach_target
     from converter.calibrate import calibrate
-    from converter.quantize import quantize
-    from runtime.atomic import atomic_write
+    from converter.quantize import save_model
 
     from .accuracy import echo_mixed_precision, latency_probe, split_data
 
@@ -163,7 +160,7 @@ def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, h
     if not result.reached:
         raise click.ClickException(f"accuracy target {target_text} not reached (best {result.final_score:.5f}); "
                                    f"nothing written")
-    return atomic_write(output, lambda tmp: onnx.save_model(result.model, str(tmp)))
+    return save_model(result.model, output)
 
 
 def _load_table(path: Path):
