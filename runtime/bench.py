@@ -64,7 +64,11 @@ def benchmark(engine: Engine, batch: int = 1, sequence: int = 128, runs: int = 5
 
 def benchmark_interleaved(engines: list[Engine], batch: int = 1, sequence: int = 128, runs: int = 50,
                           warmup: int = 5, seed: int = 0) -> list[BenchResult]:
-    """Time several engines on the same feeds, alternating run by run so machine noise hits all alike."""
+    """Time several engines on the same feeds, alternating run by run so machine noise hits all alike.
+
+    Create ONNX Runtime sessions with ``session.intra_op.allow_spinning=0`` for this: otherwise the idle
+    sessions' threads spin and slow the one being timed.
+    """
     feeds = synthetic_feeds(engines[0].input_specs, batch=batch, sequence=sequence, seed=seed)
     for eng in engines:
         eng.warmup(feeds, runs=warmup)

@@ -73,6 +73,8 @@ def bench_command(model: Path, batches: tuple[int, ...], sequence: int, runs: in
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        if baseline is not None:  # alternating sessions: idle spinning threads would steal the timed one's cores
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return Engine.load(path, providers=providers or None, session_options=opts)
 
     results, base = [], []
