@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
+from ..graph_outputs import add_outputs
 from . import kernels
 from .config import CalibConfig
 from .observers import ChannelAbsMaxObserver, Histogram, HistogramObserver, MinMaxObserver
@@ -207,11 +208,7 @@ def open_engine(source: ModelSource, plan: Plan, session_options: object | None 
     """
     from runtime import Engine
 
-    proto = source.proto
-    present = {o.name for o in proto.graph.output}
-    for name in plan.fetch:
-        if name not in present:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, plan.elem_types[name], None))
+    proto = add_outputs(source.proto, plan.fetch, plan.elem_types)
     if session_options is None:
         import onnxruntime as ort
 

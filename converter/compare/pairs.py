@@ -74,11 +74,8 @@ def match_quantized_tensors(reference: onnx.ModelProto, candidate: onnx.ModelPro
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     """A copy of ``model`` that also returns the (float) tensors ``names`` as graph outputs."""
+    from ..graph_outputs import add_outputs
+
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    existing = {o.name for o in copy.graph.output}
-    for name in names:
-        if name not in existing:
-            copy.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-            existing.add(name)
-    return copy
+    return add_outputs(copy, names)

@@ -5,9 +5,9 @@ import logging
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
+from ..graph_outputs import add_outputs
 from .errors import QuantizationError
 
 log = logging.getLogger(__name__)
@@ -22,12 +22,7 @@ def capture(model: ir.Model, names: Sequence[str],
     """
     from runtime import Engine
 
-    proto = ir.to_proto(model)
-    existing = {o.name for o in proto.graph.output}
-
-    for name in names:
-        if name not in existing:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    proto = add_outputs(ir.to_proto(model), names)
     out: dict[str, list[np.ndarray]] = {n: [] for n in names}
     with Engine.load(proto) as eng:
         for feed in feeds:
