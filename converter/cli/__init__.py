@@ -7,35 +7,18 @@ from typing import Any
 
 import click
 
+from .errors import one_line_errors
+
 _COMMAND_MODULES = ["export", "inspect", "calibrate", "quantize", "run", "compare", "accuracy", "build", "check", "qat", "llm"]
 _QUIET_LOGGERS = ("onnxscript", "onnx_ir", "torch", "transformers", "httpx", "urllib3")
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from converter.calib.table import CalibrationError
-    from converter.errors import ConverterError
-    from runtime.errors import EngineError, InputError
-
-    errors: list[type[BaseException]] = [ConverterError, EngineError, InputError, CalibrationError]
-    try:
-        from calibration_data import DataError
-
-        errors.append(DataError)
-    except ImportError:
-        pass
-    return tuple(errors)
 
 
 class QdqGroup(click.Group):
     """Turns the toolkit's own errors into a one-line message and exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        with one_line_errors():
             return super().invoke(ctx)
-        except _expected_errors() as exc:
-            raise click.ClickException(str(exc)) from None
-        except FileNotFoundError as exc:
-            raise click.ClickException(f"file not found: {exc.filename or exc}") from None
 
 
 def _setup_logging(verbose: int) -> None:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from .errors import one_line_errors
+
+
 def _tokenizer_dir(model: Path, tokenizer: str | None) -> Path | None:
     """``--tokenizer``, else the folder recorded at export, else a tokenizer beside the model."""
     from .data_options import tokenizer_dir
@@ -66,28 +69,25 @@ def command(model: Path, data: str, method: str, num_samples: int | None, batch_
     from converter.calib.config import CalibConfig
     from converter.calib.table import CalibrationError
     from converter.calibrate import calibrate
-    from converter.errors import ConverterError
-    from runtime.errors import EngineError, InputError
 
     started = time.perf_counter()
-    try:
-        if not model.is_file():
-            raise CalibrationError(f"model file not found: {model}")
-        config = CalibConfig(method=method, percentile=percentile, symmetric=not asymmetric, batch_size=batch_size,
-                             num_samples=num_samples, num_bins=num_bins)
-        batches = open_data(data, _input_specs(model), batch_size=batch_size, num_samples=num_samples,
-                            model_dir=_tokenizer_dir(model, tokenizer), max_length=max_length)
-        table = calibrate(model, batches, config, progress=not no_progress)
-        table.save(output)
-        if trt_cache is not None:
-            table.save_tensorrt_cache(trt_cache)
-    except DataError as exc:
-        message = str(exc)
-        if "tokenizer" in message and tokenizer is None:
-            message += " (pass --tokenizer FOLDER, or --tokenizer minilm for the built-in model)"
-        raise click.ClickException(message) from None
-    except (CalibrationError, EngineError, InputError, ConverterError) as exc:
-        raise click.ClickException(str(exc)) from None
+    with one_line_errors():
+        try:
+            if not model.is_file():
+                raise CalibrationError(f"model file not found: {model}")
+            config = CalibConfig(method=method, percentile=percentile, symmetric=not asymmetric, batch_size=batch_size,
+                                 num_samples=num_samples, num_bins=num_bins)
+            batches = open_data(data, _input_specs(model), batch_size=batch_size, num_samples=num_samples,
+                                model_dir=_tokenizer_dir(model, tokenizer), max_length=max_length)
+            table = calibrate(model, batches, config, progress=not no_progress)
+            table.save(output)
+            if trt_cache is not None:
+                table.save_tensorrt_cache(trt_cache)
+        except DataError as exc:
+            message = str(exc)
+            if "tokenizer" in message and tokenizer is None:
+                message += " (pass --tokenizer FOLDER, or --tokenizer minilm for the built-in model)"
+            raise click.ClickException(message) from None
     seconds = time.perf_counter() - started
     masked = sum(1 for r in table.tensors.values() if r.nonfinite)
     click.echo(f"calibrated {len(table.tensors)} tensors ({method}, {'symmetric int8' if not asymmetric else 'asymmetric uint8'}) "

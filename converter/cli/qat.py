@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from .data_options import data_options
+from .errors import one_line_errors
 
 
 @click.command("qat")
@@ -42,19 +43,10 @@ def command(model: str, data: str | None, num_samples: int | None, batch_size: i
             temperature: float, calib: Path | None, fp32_onnx: Path | None, skip: tuple[str, ...],
             checkpoint: Path | None, checkpoint_every: int, resume: bool, seed: int, output: Path) -> None:
     """Fine-tune MODEL with fake quantization in the loop and export it as QDQ ONNX."""
-    from converter.calib.table import CalibrationError
-    from converter.errors import ConverterError
-
-    try:
-        from calibration_data import DataError
-    except ImportError:  # pragma: no cover
-        DataError = CalibrationError  # noqa: N806
-    try:
+    with one_line_errors():
         _run(model, data, num_samples, batch_size, max_length, tokenizer, generate, steps, lr, weight_bits, int(act_bits),
              peqa, train_bias, distill, temperature, calib, fp32_onnx, skip, checkpoint, checkpoint_every, resume,
              seed, output)
-    except (ConverterError, CalibrationError, DataError) as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _run(model: str, data: str | None, num_samples: int | None, batch_size: int, max_length: int,

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from .data_options import data_options, open_model_data
+from .errors import one_line_errors
 
 
 def _parse_smoothquant(value: str | None) -> float | str | None:
@@ -83,8 +84,6 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
     --data also drives --smoothquant auto (alpha chosen per layer) and re-measures the ranges of
     smoothed tensors; without it a fixed alpha derives them from the table's channel maxima.
     """
-    from converter.calib.table import CalibrationError
-    from converter.errors import ConverterError
     from converter.quant.config import QuantConfig
     from converter.quantize import quantize_file
 
@@ -101,7 +100,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
                    f"weights {result.float_bytes / 1e6:.2f} MB -> {result.quantized_bytes / 1e6:.2f} MB "
                    f"in {result.seconds:.1f}s")
         return
-    try:
+    with one_line_errors():
         sq = _parse_smoothquant(smoothquant)
         if calib is None and data is None:
             raise click.UsageError("give --calib TABLE.json or --data SOURCE")
@@ -123,12 +122,6 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
             out = _quantize_to_target(model, output, table, config, feeds, held, calib_config, target_accuracy)
         else:
             out = quantize_file(model, output, table, config, calib_data=feeds, calib_config=calib_config)
-    except (ConverterError, CalibrationError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except Exception as exc:  # errors of the data readers and runtime name their problem
-        if type(exc).__name__ in ("DataError", "InputError", "EngineError", "CalibrationDataError"):
-            raise click.ClickException(str(exc)) from None
-        raise
     size = out.stat().st_size / 1e6
     click.echo(f"wrote {out} ({size:.1f} MB, target {target}, smoothquant {sq if sq is not None else 'off'})")
 
