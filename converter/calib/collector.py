@@ -24,6 +24,7 @@ from ..graph_outputs import add_outputs
 from . import kernels
 from .config import CalibConfig
 from .observers import ChannelAbsMaxObserver, Histogram, HistogramObserver, MinMaxObserver
+from .quantizable import quantizable_tensors
 from .table import CalibrationError
 
 if TYPE_CHECKING:
@@ -135,11 +136,17 @@ def _graph_facts(proto: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]
 
 
 def plan_tensors(proto: onnx.ModelProto, config: CalibConfig, tensors: Sequence[str] | None = None) -> Plan:
-    """Pick the tensors to calibrate (default: float activations around ``config.op_types``)."""
+    """Pick the tensors to calibrate: ``tensors``, else the ``config.scope`` set (see ``CalibConfig``)."""
     types, ranks, constants, dynamic = _graph_facts(proto)
     g = proto.graph
     is_act = lambda t: bool(t) and t in dynamic and types.get(t) in FLOAT_TYPES  # noqa: E731
-    if tensors is None:
+    if tensors is None and config.scope == "quantizable":
+        chosen = [t for t in quantizable_tensors(proto) if is_act(t)]
+        if not chosen:
+            raise CalibrationError(
+                "the model has no tensor `qdq quantize` can quantize (float activations into MatMul, Gemm "
+                "or Conv); to calibrate every activation anyway, use scope='all' (--all-tensors)")
+    elif tensors is None:
         chosen = []
         for node in g.node:
             if node.op_type in config.op_types:

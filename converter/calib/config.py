@@ -14,7 +14,9 @@ DEFAULT_OP_TYPES: frozenset[str] = frozenset({
     "Tanh", "Softmax", "LayerNormalization", "Concat", "Reshape", "Transpose", "MaxPool", "AveragePool",
     "GlobalAveragePool", "Flatten", "Squeeze", "Unsqueeze", "Resize", "Clip",
 })
-"""Ops whose float activation inputs and outputs are calibrated by default."""
+"""Ops whose float activation inputs and outputs are calibrated with ``scope='all'``."""
+
+SCOPES = ("quantizable", "all")
 
 
 class CalibConfigError(CalibrationError):
@@ -32,7 +34,11 @@ class CalibConfig:
     symmetric: int8 with zero point 0 (True) or uint8 with a zero point (False).
     batch_size: samples per batch when the CLI reads data (``calibrate`` takes batches as given).
     num_samples: stop after this many samples (None: all the data).
-    op_types: ops whose float activations are observed by default.
+    scope: which tensors are observed when ``calibrate`` is not given a list: ``quantizable``
+        (those `qdq quantize` can put a Q/DQ on, for any target) or ``all`` (every float
+        activation input and output of the ``op_types`` ops, as ONNX Runtime's calibrators do;
+        what a TensorRT implicit-quantization cache wants).
+    op_types: with ``scope='all'``, the ops whose float activations are observed.
     channel_stats: collect per-channel abs-max of MatMul/Gemm/Conv activation inputs (SmoothQuant).
     histogram: keep histograms (None: only for the histogram methods). Needed by `recompute`.
     num_quantized_bins: target levels of the entropy (KL) search.
@@ -46,6 +52,7 @@ class CalibConfig:
     symmetric: bool = True
     batch_size: int = 8
     num_samples: int | None = None
+    scope: str = "quantizable"
     op_types: frozenset[str] = field(default=DEFAULT_OP_TYPES, repr=False)
     channel_stats: bool = True
     histogram: bool | None = None
@@ -59,6 +66,8 @@ class CalibConfig:
                 f"unknown calibration method '{self.method}'; choose one of {', '.join(METHODS)}")
         if not (isinstance(self.percentile, (int, float)) and 50.0 < self.percentile <= 100.0):
             raise CalibConfigError(f"percentile must be in (50, 100], got {self.percentile!r}")
+        if self.scope not in SCOPES:
+            raise CalibConfigError(f"unknown scope '{self.scope}'; choose one of {', '.join(SCOPES)}")
         _positive_int("num_bins", self.num_bins, minimum=64)
         _positive_int("batch_size", self.batch_size)
         if self.num_samples is not None:
@@ -81,7 +90,8 @@ class CalibConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly settings for the table's metadata."""
         return {"method": self.method, "percentile": self.percentile, "num_bins": self.num_bins,
-                "symmetric": self.symmetric, "batch_size": self.batch_size, "num_samples": self.num_samples,
+                "symmetric": self.symmetric, "scope": self.scope, "batch_size": self.batch_size,
+                "num_samples": self.num_samples,
                 "channel_stats": self.channel_stats, "histogram": self.collects_histograms,
                 "num_quantized_bins": self.num_quantized_bins, "sentinel_abs": self.sentinel_abs}
 

@@ -59,10 +59,14 @@ def _input_specs(model: Path) -> list:
               help="Calibration table (.json).")
 @click.option("--trt-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a TensorRT calibration cache here.")
+@click.option("--all-tensors", is_flag=True,
+              help="Calibrate every float activation (inputs and outputs of MatMul, Add, Softmax, LayerNorm, ...), "
+                   "as onnxruntime's calibrators do, not only the tensors `qdq quantize` can quantize. "
+                   "Use it for a TensorRT implicit-quantization cache (--trt-cache).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def command(model: Path, data: str, method: str, num_samples: int | None, batch_size: int, percentile: float,
             asymmetric: bool, max_length: int, tokenizer: str | None, num_bins: int, output: Path,
-            trt_cache: Path | None, no_progress: bool) -> None:
+            trt_cache: Path | None, all_tensors: bool, no_progress: bool) -> None:
     """Calibrate MODEL (FP32 ONNX) on --data and write per-tensor ranges to -o."""
     from calibration_data import DataError, open_data
 
@@ -76,7 +80,8 @@ def command(model: Path, data: str, method: str, num_samples: int | None, batch_
             if not model.is_file():
                 raise CalibrationError(f"model file not found: {model}")
             config = CalibConfig(method=method, percentile=percentile, symmetric=not asymmetric, batch_size=batch_size,
-                                 num_samples=num_samples, num_bins=num_bins)
+                                 num_samples=num_samples, num_bins=num_bins,
+                                 scope="all" if all_tensors else "quantizable")
             batches = open_data(data, _input_specs(model), batch_size=batch_size, num_samples=num_samples,
                                 model_dir=_tokenizer_dir(model, tokenizer), max_length=max_length)
             table = calibrate(model, batches, config, progress=not no_progress)

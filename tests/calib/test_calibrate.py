@@ -33,7 +33,7 @@ def _seen_by_calibration(model: Path, batches: list, name: str) -> np.ndarray:
     from converter.calib.collector import load_model, open_engine, plan_tensors
 
     source = load_model(model)
-    plan = plan_tensors(source.proto, CalibConfig())
+    plan = plan_tensors(source.proto, CalibConfig(scope="all"))
     with open_engine(source, plan) as eng:
         return np.concatenate([eng.run(b, plan.fetch)[name].ravel() for b in batches])
 
@@ -97,6 +97,30 @@ def test_save_load_trt_cache_and_recompute(minilm_table: CalibrationTable, tmp_p
     assert mm.meta["method"] == "minmax" and ent.meta["config"]["method"] == "entropy"
 
 
+def test_default_scope_is_what_quantize_needs(minilm_onnx: Path, minilm_batches: list,
+                                              minilm_table: CalibrationTable) -> None:
+    """Default: the tensors any target's QDQ placement quantizes (MatMul/Gemm activation inputs,
+    the softmax output rather than its NaN guard), a fraction of every activation; the ranges match
+    those of the every-activation run, and `quantize` takes the table."""
+    from converter.quantize import quantize
+
+    table = calibrate(minilm_onnx, minilm_batches, CalibConfig(method="percentile"), progress=False)
+    acts, channels = _matmul_inputs(minilm_onnx)
+    g = onnx.load(str(minilm_onnx), load_external_data=False).graph
+    producer = {o: n for n in g.node for o in n.output}
+    guarded = {t for t in acts if t in producer and producer[t].op_type == "Where"}
+    assert len(guarded) == 6 and not guarded & set(table.tensors)
+    assert acts - guarded <= set(table.tensors) and len(table.tensors) < len(minilm_table.tensors) / 3
+    assert all(producer[producer[t].input[2]].op_type == "Softmax" for t in guarded)
+    assert {producer[t].input[2] for t in guarded} <= set(table.tensors)
+    for name, r in table.tensors.items():  # ORT fuses the two graphs differently: last-bit differences
+        other = minilm_table.tensors[name]
+        assert r.count == other.count and (r.lo, r.hi) == pytest.approx((other.lo, other.hi), rel=1e-3)
+    assert set(table.channel_absmax) == set(minilm_table.channel_absmax) and table.meta["config"]["scope"] == "quantizable"
+    quantized = quantize(minilm_onnx, table)
+    assert sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node) >= len(acts) - len(guarded)
+
+
 def test_minmax_without_histograms_cannot_recompute(digits_cnn_onnx: Path, digits_batches: list) -> None:
     table = calibrate(digits_cnn_onnx, digits_batches, progress=False)
     assert all("counts" not in r.histogram for r in table.tensors.values())
@@ -105,7 +129,7 @@ def test_minmax_without_histograms_cannot_recompute(digits_cnn_onnx: Path, digit
 
 
 def test_digits_cnn_ranges_and_conv_channels(digits_cnn_onnx: Path, digits_batches: list) -> None:
-    table = calibrate(digits_cnn_onnx, digits_batches, CalibConfig(method="mse"), progress=False)
+    table = calibrate(digits_cnn_onnx, digits_batches, CalibConfig(method="mse", scope="all"), progress=False)
     images = np.concatenate([b["image"] for b in digits_batches])
     image = table.get("image")
     assert (image.histogram["min"], image.histogram["max"]) == (float(images.min()), float(images.max()))

@@ -29,7 +29,14 @@ def test_cli_text_with_builtin_tokenizer_asymmetric(minilm_onnx: Path, tmp_path:
                                           "-o", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     table = CalibrationTable.load(out)
-    assert table.get("last_hidden_state").qtype == "uint8" and table.meta["num_samples"] == 4
+    assert table.tensors and all(r.qtype == "uint8" for r in table.tensors.values())
+    assert table.meta["num_samples"] == 4 and table.meta["config"]["scope"] == "quantizable"
+    result = CliRunner().invoke(command, [str(minilm_onnx), "--data", "builtin:text", "--tokenizer", "minilm",
+                                          "-n", "4", "--max-length", "16", "--all-tensors",
+                                          "-o", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    everything = CalibrationTable.load(out)
+    assert everything.get("last_hidden_state").qtype == "int8" and len(everything.tensors) > 3 * len(table.tensors)
 
 
 def _text_model_without_tokenizer(folder: Path) -> Path:
