@@ -75,3 +75,88 @@ def scan_accumulate(flat, inv, origin, lanes, sentinel):  # type: ignore[no-unty
         else:
             excluded += 1
     return mn, mx, excluded, outside
+
+
+_BLOCK = 2048  # elements per block: the block's bin indices stay in L1
+
+
+@numba.njit(nogil=True, cache=True)
+def _key_to_float(key):  # type: ignore[no-untyped-def]
+    tmp = np.empty(1, np.int32)
+    tmp[0] = key ^ ((key >> np.int32(31)) & np.int32(0x7FFFFFFF))
+    return tmp.view(np.float32)[0]
+
+
+@numba.njit(nogil=True, cache=True)
+def scan_accumulate4(flat, inv, origin, lanes, cut_bits):  # type: ignore[no-untyped-def]
+    """:func:`scan_accumulate` for float32 data with float32 arithmetic, in blocks, four lanes.
+
+    ``lanes`` is ``(4, bins)``; ``cut_bits`` the bit pattern of the (float32) sentinel; ``inv``
+    float32 with ``|origin| + bins < 2**23`` (the caller checks). Per block, one branch-free pass
+    finds the largest ``|x|`` bit pattern, the min/max as order-preserving integer keys and the bin
+    indices (vectorised); when the block has no excluded value and fits the grid, a second pass
+    counts the bins into the four lanes in turn. Other blocks take the per-element path.
+    Returns ``(min, max, excluded, outside)``; when ``outside > 0`` the counts are incomplete.
+    """
+    bits = flat.view(np.int32)
+    n = lanes.shape[1]
+    idx = np.empty(_BLOCK, np.int32)
+    lo = np.float32(-(2.0**30))
+    hi = np.float32(2.0**30)
+    org = np.int32(origin)
+    kmin = np.int32(2**31 - 1)
+    kmax = np.int32(-(2**31))
+    mn = math.inf
+    mx = -math.inf
+    excluded = 0
+    size = flat.size
+    for s in range(0, size, _BLOCK):
+        m = min(_BLOCK, size - s)
+        amax = np.int32(0)
+        bkmin = np.int32(2**31 - 1)
+        bkmax = np.int32(-(2**31))
+        imin = np.int32(2**31 - 1)
+        imax = np.int32(-(2**31))
+        xb = flat[s:s + m]  # block views: plain indices let LLVM vectorise the loop
+        bb = bits[s:s + m]
+        for i in range(m):
+            b = bb[i]
+            a = np.int32(b & np.int32(0x7FFFFFFF))  # numba widens int32 arithmetic: keep 32 bits
+            amax = max(amax, a)
+            key = np.int32(b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF)))
+            bkmin = min(bkmin, key)
+            bkmax = max(bkmax, key)
+            v = xb[i] if a < cut_bits else np.float32(0.0)
+            j = np.int32(np.int32(np.floor(min(max(v * inv, lo), hi))) - org)
+            idx[i] = j
+            imin = min(imin, j)
+            imax = max(imax, j)
+        if amax < cut_bits and imin >= 0 and imax < n:
+            kmin = min(kmin, bkmin)
+            kmax = max(kmax, bkmax)
+            m4 = m - m % 4
+            for i in range(0, m4, 4):
+                lanes[0, idx[i]] += 1
+                lanes[1, idx[i + 1]] += 1
+                lanes[2, idx[i + 2]] += 1
+                lanes[3, idx[i + 3]] += 1
+            for i in range(m4, m):
+                lanes[0, idx[i]] += 1
+            continue
+        for i in range(s, s + m):  # excluded values or values outside the grid in this block
+            if (bits[i] & np.int32(0x7FFFFFFF)) < cut_bits:
+                v = flat[i]
+                if v < mn:
+                    mn = v
+                if v > mx:
+                    mx = v
+                j = np.int32(np.floor(min(max(v * inv, lo), hi))) - org
+                if j < 0 or j >= n:
+                    return mn, mx, excluded, 1
+                lanes[0, j] += 1
+            else:
+                excluded += 1
+    if kmin <= kmax:
+        mn = min(mn, np.float64(_key_to_float(kmin)))
+        mx = max(mx, np.float64(_key_to_float(kmax)))
+    return mn, mx, excluded, 0

@@ -211,7 +211,8 @@ def open_engine(source: ModelSource, plan: Plan, session_options: object | None 
 
     The modified graph is passed as bytes; external weights are read from the original model's
     folder (ONNX Runtime's external-initializers folder option), so nothing is copied or written.
-    Without ``session_options``, ORT's intra-op threads are told not to spin between runs.
+    Without ``session_options``, ORT's intra-op threads spin during a run (faster) but stop at its
+    end, so they leave the cores to the observer threads.
     """
     from runtime import Engine
 
@@ -220,8 +221,8 @@ def open_engine(source: ModelSource, plan: Plan, session_options: object | None 
         import onnxruntime as ort
 
         session_options = ort.SessionOptions()
-        # ORT's worker threads otherwise spin after each run, taking the cores the observers need
-        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        session_options.add_session_config_entry("session.force_spinning_stop", "1")
     locations = _external_locations(proto)
     if locations:
         if source.path is None:

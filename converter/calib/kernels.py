@@ -39,6 +39,7 @@ def _load() -> None:
         nk.minmax(x, 1e30)
         nk.scan_accumulate(x, np.float32(1.0), np.int64(0), counts.reshape(1, -1), np.float32(np.inf))
         nk.scan_accumulate(x, 1.0, np.int64(0), counts.reshape(1, -1), math.inf)
+        nk.scan_accumulate4(x, np.float32(1.0), np.int64(0), np.zeros((4, 4), np.int32), np.int32(0x7F800000))
         _compiled = nk
         log.debug("numba observer kernels ready")
     except Exception as exc:  # pragma: no cover - numba broken in this environment
@@ -146,6 +147,17 @@ def _inv(flat: np.ndarray, exp: int, origin: int, n: int, sentinel: float) -> tu
     return inv, float(sentinel)
 
 
+def _lanes(key: str, bins: int, dtype: type) -> np.ndarray:
+    """This thread's zeroed ``(_LANES, bins)`` counter scratch."""
+    lanes = getattr(_scratch, key, None)
+    if lanes is None or lanes.shape[1] != bins:
+        lanes = np.zeros((_LANES, bins), dtype)
+        setattr(_scratch, key, lanes)
+    else:
+        lanes.fill(0)
+    return lanes
+
+
 def scan_accumulate(flat: np.ndarray, exp: int, origin: int, counts: np.ndarray,
                     sentinel: float) -> tuple[float, float, int] | None:
     """Fused min/max + binning in one pass (numba only).
@@ -159,13 +171,14 @@ def scan_accumulate(flat: np.ndarray, exp: int, origin: int, counts: np.ndarray,
         return None
     flat = _numba_view(flat)
     rows = _LANES if flat.size >= 16 * counts.size else 1  # summing lanes only pays off on big tensors
-    scratch = getattr(_scratch, "lanes", None)
-    if scratch is None or scratch.shape[1] != counts.size:
-        scratch = _scratch.lanes = np.zeros((_LANES, counts.size), np.int64)
-    lanes = scratch[:rows]
-    lanes.fill(0)
     inv, cut = _inv(flat, exp, origin, counts.size, sentinel)
-    mn, mx, excluded, outside = nk.scan_accumulate(flat, inv, np.int64(origin), lanes, cut)
+    if rows == _LANES and isinstance(inv, np.float32) and flat.size < 2**31:
+        lanes = _lanes("lanes32", counts.size, np.int32)
+        cut_bits = np.array([cut], np.float32).view(np.int32)[0]
+        mn, mx, excluded, outside = nk.scan_accumulate4(flat, inv, np.int64(origin), lanes, cut_bits)
+    else:
+        lanes = _lanes("lanes", counts.size, np.int64)[:rows]
+        mn, mx, excluded, outside = nk.scan_accumulate(flat, inv, np.int64(origin), lanes, cut)
     if outside:
         return None
     counts += lanes[0] if rows == 1 else lanes.sum(axis=0)

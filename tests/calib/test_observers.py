@@ -47,6 +47,28 @@ def test_streaming_histogram_equals_one_shot_histogram(kernel: str) -> None:
     assert obs.min == float(values.min()) and obs.max == float(values.max())
 
 
+def test_large_batches_with_masks_and_widening_equal_one_shot(kernel: str) -> None:
+    """Batches of at least 16x the bins take the compiled blocked path: blocks with NaN, +-inf, mask
+    sentinels and -0.0, a batch beyond the grid (widening) and float16 all agree with np.histogram."""
+    rng = np.random.default_rng(3)
+    obs = HistogramObserver(num_bins=256)
+    kept = []
+    for i in range(6):
+        x = (rng.standard_normal(20_000 + 777 * i) * (1 + i)).astype(np.float32)
+        x[rng.integers(0, x.size, 5)] = -0.0
+        if i % 2:
+            x[rng.integers(0, x.size, 3)] = np.nan
+            x[rng.integers(0, x.size, 3)] = -np.inf
+            x[rng.integers(0, x.size, 3)] = np.finfo(np.float32).min
+        x = x.astype(np.float16) if i == 5 else x
+        obs.update(x.reshape(4, -1) if x.size % 4 == 0 else x)
+        kept.append(x[np.isfinite(x) & (np.abs(x.astype(np.float64)) < 1e30)].astype(np.float64))
+    values = np.concatenate(kept)
+    assert obs.rebins >= 2 and obs.nonfinite == 3 * 9
+    np.testing.assert_array_equal(obs.counts, np.histogram(values, bins=obs.edges)[0])
+    assert (obs.min, obs.max, obs.count) == (values.min(), values.max(), values.size)
+
+
 def test_rebinning_is_exact_and_order_independent() -> None:
     """Feeding the same data in another order ends on a grid where both give the one-shot counts."""
     rng = np.random.default_rng(1)
