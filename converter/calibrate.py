@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from converter.calib import kernels
 from converter.calib.build import make_range, recompute
 from converter.calib.collector import Collector, load_model, open_engine, plan_tensors
 from converter.calib.config import CalibConfig, CalibConfigError
@@ -46,6 +47,8 @@ def calibrate(
     """
     config = config or CalibConfig()
     started = time.perf_counter()
+    if config.collects_histograms:
+        kernels.warm_up()  # loads the compiled kernels while the model loads
     source = load_model(model)
     plan = plan_tensors(source.proto, config, tensors)
     label, sha256 = source.label, source.sha256
