@@ -51,7 +51,7 @@ def calibrate(
         kernels.warm_up()  # loads the compiled kernels while the model loads
     source = load_model(model)
     plan = plan_tensors(source.proto, config, tensors)
-    label, sha256 = source.label, source.sha256
+    label, digest = source.label, source.digest
     batches = iter(data)
     first = next(batches, None)
     if first is None:
@@ -91,7 +91,7 @@ def calibrate(
         table.tensors[name] = make_range(name, stats[plan.roots[name]], config.method, symmetric=config.symmetric,
                                          percentile=config.percentile, num_quantized_bins=config.num_quantized_bins)
     seconds = time.perf_counter() - started
-    table.meta = _meta(label, sha256, config, seen, num_batches, seconds)
+    table.meta = _meta(label, digest(), config, seen, num_batches, seconds)
     _log_summary(table, seen, num_batches, seconds)
     return table
 

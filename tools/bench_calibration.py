@@ -3,6 +3,7 @@
     python tools/bench_calibration.py                 # full run (about 15-25 minutes on 2 cores)
     python tools/bench_calibration.py --quick         # 64 samples only, no ORT Entropy/Percentile
     python tools/bench_calibration.py --json out.json
+    python tools/bench_calibration.py --sizes 1024 --no-reference --repeat 3   # the time ratio only
 
 Every measurement runs in its own subprocess so its peak RSS (ru_maxrss) is clean. Samples are the
 sentences shipped with calibration_data (builtin text, text-heldout and corpus: 1051 lines), in
@@ -162,6 +163,8 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="FP32 MiniLM ONNX (exported if missing)")
     ap.add_argument("--quick", action="store_true", help="64 samples only; ORT MinMax only")
+    ap.add_argument("--sizes", type=int, nargs="+", help="sample counts to measure (default 64 1024)")
+    ap.add_argument("--no-reference", action="store_true", help="skip onnxruntime's calibrators")
     ap.add_argument("--method", default="percentile", help="our histogram method (default percentile)")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per measurement")
     ap.add_argument("--repeat", type=int, default=1,
@@ -174,7 +177,7 @@ def main() -> None:
 
     _export(args.model)
     model = str(args.model)
-    sizes = [64] if args.quick else [64, 1024]
+    sizes = args.sizes or ([64] if args.quick else [64, 1024])
     plan: list[tuple[str, dict]] = [("warm-up (numba cache)", {"kind": "qdq", "samples": 8, "padded": False, "method": args.method})]
     for padded in (False, True):
         pad = "pad128" if padded else "ragged"
@@ -184,7 +187,7 @@ def main() -> None:
             plan.append((f"qdq {args.method} {pad} n={n}", {"kind": "qdq", "samples": n, "padded": padded, "method": args.method}))
             plan.append((f"qdq {args.method} all-tensors {pad} n={n}",
                          {"kind": "qdq", "samples": n, "padded": padded, "method": args.method, "scope": "all"}))
-    for method in (["MinMax"] if args.quick else ["MinMax", "Entropy", "Percentile"]):
+    for method in [] if args.no_reference else ["MinMax"] if args.quick else ["MinMax", "Entropy", "Percentile"]:
         plan.append((f"ort {method} pad128 n=64", {"kind": "ort", "samples": 64, "padded": True, "method": method}))
 
     results = {}

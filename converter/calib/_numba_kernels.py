@@ -160,3 +160,18 @@ def scan_accumulate4(flat, inv, origin, lanes, cut_bits):  # type: ignore[no-unt
         mn = min(mn, np.float64(_key_to_float(kmin)))
         mx = max(mx, np.float64(_key_to_float(kmax)))
     return mn, mx, excluded, 0
+
+
+@numba.njit(nogil=True, cache=True)
+def channel_absmax(rows, sentinel, out):  # type: ignore[no-untyped-def]
+    """``out[c] = max(out[c], |rows[r, c]|)`` over rows, skipping ``|x| >= sentinel`` and NaN.
+
+    ``rows`` is C-contiguous ``(n, channels)`` float32/float64; the inner loop over channels vectorises.
+    """
+    n, c = rows.shape
+    for r in range(n):
+        row = rows[r]
+        for j in range(c):
+            a = abs(row[j])
+            if a < sentinel and a > out[j]:
+                out[j] = a

@@ -11,7 +11,8 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +47,16 @@ class ModelSource:
     proto: onnx.ModelProto
     path: Path | None
     label: str
-    sha256: str | None
+    digest: Callable[[], str | None] = field(repr=False)
+
+    @property
+    def sha256(self) -> str | None:
+        """The SHA-256 of the model file (or serialized proto); None for protos over 2 GB."""
+        return self.digest()
 
 
 def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> ModelSource:
-    """Read a model's graph without loading external weights."""
+    """Read a model's graph without loading external weights; the file is hashed in the background."""
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
@@ -58,19 +64,30 @@ def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> ModelSource:
             digest = hashlib.sha256(model.SerializeToString()).hexdigest()
         except ValueError:  # > 2 GB
             digest = None
-        return ModelSource(copy, None, f"<ModelProto {model.graph.name}>", digest)
+        return ModelSource(copy, None, f"<ModelProto {model.graph.name}>", lambda: digest)
     path = Path(model)
     if not path.is_file():
         raise CalibrationError(f"model file not found: {path}")
+    data = path.read_bytes()
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        proto = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise CalibrationError(f"{path} is not a readable ONNX model: {exc}") from None
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return ModelSource(proto, path, str(path), h.hexdigest())
+    return ModelSource(proto, path, str(path), _hash_in_background(data))
+
+
+def _hash_in_background(data: bytes) -> Callable[[], str]:
+    """Start hashing ``data`` in a thread (hashlib releases the GIL); the callable waits for it."""
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(hashlib.sha256(data).hexdigest()),
+                              name="qdq-model-hash", daemon=True)
+    thread.start()
+
+    def digest() -> str:
+        thread.join()
+        return result[0]
+
+    return digest
 
 
 @dataclass

@@ -285,12 +285,14 @@ class ChannelAbsMaxObserver:
             rows = x.reshape(-1, channels)
         else:
             rows = np.moveaxis(x, axis, -1).reshape(-1, channels)
-        amax = np.abs(rows).max(axis=0)
-        if not (np.all(amax < self.sentinel_abs)):  # NaN, inf or mask sentinels present
-            with np.errstate(invalid="ignore"):
-                a = np.abs(rows)
-                amax = np.where(a < self.sentinel_abs, a, 0).max(axis=0)
-        amax = amax.astype(np.float32)
+        amax = kernels.channel_absmax(rows, self.sentinel_abs)
+        if amax is None:
+            amax = np.abs(rows).max(axis=0)
+            if not (np.all(amax < self.sentinel_abs)):  # NaN, inf or mask sentinels present
+                with np.errstate(invalid="ignore"):
+                    a = np.abs(rows)
+                    amax = np.where(a < self.sentinel_abs, a, 0).max(axis=0)
+            amax = amax.astype(np.float32)
         if self.absmax is None:
             self.absmax = amax
         elif self.absmax.shape != amax.shape:
