@@ -67,7 +67,7 @@ def warm_up(wait: bool = False) -> bool:
 # -- numpy ------------------------------------------------------------------------------------
 def minmax_numpy(flat: np.ndarray, sentinel: float) -> tuple[float, float, int]:
     """Min and max of the values with ``|x| < sentinel`` (NaN excluded) and how many were excluded."""
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # float16 data: the sentinel casts to inf
         keep = np.abs(flat) < sentinel
     vals = flat[keep]
     if vals.size == 0:
@@ -87,7 +87,7 @@ def _buffers() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def accumulate_numpy(flat: np.ndarray, exp: int, origin: int, counts: np.ndarray, sentinel: float | None) -> None:
     """Add ``floor(x / 2**exp) - origin`` of every kept value to ``counts`` (all must fall inside)."""
     if sentinel is not None:
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):  # float16 data: the sentinel casts to inf
             flat = flat[np.abs(flat) < sentinel]
     if flat.size == 0:
         return
