@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -22,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from runtime.atomic import move_into_place, staging_dir
 
 from .errors import ExportError
 from .models import BUILTIN_MODELS, SOURCE_KEY, resolve_model
@@ -105,31 +105,28 @@ def export_module(
         raise ExportError(f"{len(output_names)} output names given but the module returns {len(ref_tuple)} outputs")
 
     t0 = time.perf_counter()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
-    try:
-        staged = tmpdir / output.name
-        log.info("exporting %s with the %s exporter (opset %d)", type(module).__name__, exporter, opset)
-        _run_exporter(module, args, names, output_names, dynamic_axes, opset, exporter, staged)
-        if metadata:
-            _add_metadata(staged, metadata)
-        external = _ensure_size_limits(staged)
-        result = ExportResult(staged, opset, names, output_names, 0.0, external_data=external)
-        if check:
-            log.info("checking ONNX Runtime outputs against torch")
-            check_feeds = check_inputs if check_inputs is not None else example_inputs
-            result.max_abs_diff = compare_with_torch(module, staged, check_feeds, output_names, atol, rtol)
-        _move_into_place(tmpdir, output)
-        result.path = output
-        result.seconds = time.perf_counter() - t0
-        log.info("exported %s in %.1fs", output, result.seconds)
-        return result
-    except ExportError:
-        raise
-    except Exception as exc:
-        raise ExportError(f"export of {type(module).__name__} failed: {_first_line(exc)}") from exc
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    with staging_dir(output) as tmpdir:
+        try:
+            staged = tmpdir / output.name
+            log.info("exporting %s with the %s exporter (opset %d)", type(module).__name__, exporter, opset)
+            _run_exporter(module, args, names, output_names, dynamic_axes, opset, exporter, staged)
+            if metadata:
+                _add_metadata(staged, metadata)
+            external = _ensure_size_limits(staged)
+            result = ExportResult(staged, opset, names, output_names, 0.0, external_data=external)
+            if check:
+                log.info("checking ONNX Runtime outputs against torch")
+                check_feeds = check_inputs if check_inputs is not None else example_inputs
+                result.max_abs_diff = compare_with_torch(module, staged, check_feeds, output_names, atol, rtol)
+            move_into_place(tmpdir, output)
+            result.path = output
+            result.seconds = time.perf_counter() - t0
+            log.info("exported %s in %.1fs", output, result.seconds)
+            return result
+        except ExportError:
+            raise
+        except Exception as exc:
+            raise ExportError(f"export of {type(module).__name__} failed: {_first_line(exc)}") from exc
 
 
 def _run_exporter(
@@ -209,14 +206,6 @@ def _ensure_size_limits(path: Path) -> bool:
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=path.name + ".data", size_threshold=1024)
     return True
-
-
-def _move_into_place(tmpdir: Path, output: Path) -> None:
-    """Move the model's side files, then the model itself, so the .onnx appears only when complete."""
-    for f in tmpdir.iterdir():
-        if f.name != output.name:
-            os.replace(f, output.parent / f.name)
-    os.replace(tmpdir / output.name, output)
 
 
 def compare_with_torch(

@@ -70,3 +70,19 @@ def test_synthetic_feeds_and_benchmark(minilm_onnx: Path) -> None:
         assert {k: v.shape for k, v in feeds.items()} == {s.name: (2, 16) for s in eng.input_specs}
         r = benchmark(eng, batch=2, sequence=16, runs=3, warmup=1)
     assert r.runs == 3 and r.p50 > 0 and r.throughput > 0
+
+
+def test_staging_dir_moves_files_into_place_or_leaves_nothing(tmp_path: Path) -> None:
+    from runtime.atomic import move_into_place, staging_dir
+
+    out = tmp_path / "m.onnx"
+    with staging_dir(out) as stage:
+        (stage / "m.onnx").write_bytes(b"model")
+        (stage / "m.onnx.data").write_bytes(b"weights")
+        moved = move_into_place(stage, out)
+    assert moved == [tmp_path / "m.onnx.data", out] and out.read_bytes() == b"model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+    with pytest.raises(RuntimeError), staging_dir(tmp_path / "n.onnx") as stage:
+        (stage / "n.onnx").write_bytes(b"half")
+        raise RuntimeError("build failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]

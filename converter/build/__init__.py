@@ -64,12 +64,13 @@ def output_path(model: Path, target: str, output: str | os.PathLike[str] | None)
 def build(model_path: str | os.PathLike[str], target: str, output: str | os.PathLike[str] | None = None,
           config: BuildConfig | None = None) -> BuildResult:
     """Build ``model_path`` (a QDQ ONNX file) for ``target`` into ``output`` and write its manifest."""
+    from runtime.atomic import staging_dir
     from runtime.ort import OrtEngine
 
     from ..inspect import load_onnx
     from .io_specs import onnx_io_specs
     from .manifest import write_manifest
-    from .staging import commit, staging_dir
+    from .staging import commit
 
     config = config or BuildConfig()
     if target not in TARGETS:

@@ -2,16 +2,13 @@
 moved into place only when the whole build succeeded, manifest last. A failed build leaves nothing."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.atomic import move_into_place
 from runtime.manifest import manifest_path_for
 
 log = logging.getLogger(__name__)
@@ -27,17 +24,6 @@ class StagedBuild:
     build: dict[str, Any] = field(default_factory=dict)  # target-specific facts for the manifest
 
 
-@contextlib.contextmanager
-def staging_dir(output: Path) -> Iterator[Path]:
-    """A temporary folder on the output's filesystem (so os.replace is atomic), removed afterwards."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".build"))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def commit(staging: Path, output: Path, side_files: list[str]) -> list[Path]:
     """Move the staged artifact, its side files and its manifest into ``output``'s folder.
 
@@ -46,11 +32,7 @@ def commit(staging: Path, output: Path, side_files: list[str]) -> list[Path]:
     """
     manifest = manifest_path_for(output)
     manifest.unlink(missing_ok=True)
-    moved = []
-    for name in [*side_files, output.name]:
-        dest = output.parent / name
-        os.replace(staging / name, dest)
-        moved.append(dest)
+    moved = move_into_place(staging, output, side_files)
     os.replace(staging / manifest.name, manifest)
     log.debug("committed %s", ", ".join(str(p) for p in [*moved, manifest]))
     return moved

@@ -12,12 +12,13 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from runtime.atomic import move_into_place, staging_dir
 
 from ..errors import ExportError
 from ..export import ExportResult, _first_line, export_module
@@ -153,11 +154,8 @@ def export_causal_lm(
     if source:
         metadata[SOURCE_KEY] = source
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.", suffix=".onnx")
-    os.close(fd)
-    staged = Path(tmp_name)
-    try:
+    with staging_dir(output) as tmpdir:  # external data keeps the final file name
+        staged = tmpdir / output.name
         result = export_module(
             wrapper, trace, staged, metadata=metadata, output_names=output_names, dynamic_axes=axes,
             opset=opset, check=check, check_inputs=decode, atol=atol, rtol=rtol,
@@ -167,12 +165,10 @@ def export_causal_lm(
             result.max_abs_diff.update(
                 {f"prefill/{k}": v for k, v in _check_prefill(wrapper, staged, prefill, output_names, atol, rtol).items()}
             )
-        os.replace(staged, output)
+        move_into_place(tmpdir, output)
         result.path = output
         log.info("exported causal LM with %d layers to %s (worst diff %.3g)", num_layers, output, result.worst_diff)
         return result
-    finally:
-        staged.unlink(missing_ok=True)
 
 
 def _check_prefill(

@@ -21,8 +21,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from runtime.atomic import move_into_place, staging_dir
 
 from .errors import QATError
 from .fake_quant import FakeQuantizer
@@ -179,9 +179,7 @@ def export_qat(model: nn.Module, example_inputs: Mapping[str, Any], output: str 
     model = model.eval()
     form = export_form(model)
     feeds = check_inputs if check_inputs is not None else example_inputs
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
-    try:
+    with staging_dir(output) as tmpdir:
         staged = tmpdir / output.name
         exported = export_module(form, example_inputs, staged, metadata=metadata, output_names=output_names,
                                  dynamic_axes=dynamic_axes, opset=opset, check=False)
@@ -190,12 +188,7 @@ def export_qat(model: nn.Module, example_inputs: Mapping[str, Any], output: str 
                                            max_mismatch=max_mismatch)
         fused, _ = compare_with_ort(model, staged, feeds, names, optimize=True)
         nq, ndq = count_qdq(staged)
-        for f in tmpdir.iterdir():  # side files (external data) first, the model last
-            if f.name != output.name:
-                os.replace(f, output.parent / f.name)
-        os.replace(staged, output)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        move_into_place(tmpdir, output)
     log.info("exported %s: %d QuantizeLinear, %d DequantizeLinear; max |ORT - torch| %s (fused kernels %s), "
              "share beyond tolerance %s", output, nq, ndq, _fmt(diffs), _fmt(fused), _fmt(mismatch))
     return QATExportResult(output, opset, diffs, mismatch, fused, nq, ndq)
