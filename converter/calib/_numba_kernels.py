@@ -100,7 +100,7 @@ def scan_accumulate4(flat, inv, origin, lanes, cut_bits):  # type: ignore[no-unt
     """
     bits = flat.view(np.int32)
     n = lanes.shape[1]
-    idx = np.empty(_BLOCK, np.int32)
+    idx = np.empty(_BLOCK, np.uint32)  # unsigned: no negative-index wraparound code when counting
     lo = np.float32(-(2.0**30))
     hi = np.float32(2.0**30)
     org = np.int32(origin)
@@ -128,7 +128,7 @@ def scan_accumulate4(flat, inv, origin, lanes, cut_bits):  # type: ignore[no-unt
             bkmax = max(bkmax, key)
             v = xb[i] if a < cut_bits else np.float32(0.0)
             j = np.int32(np.int32(np.floor(min(max(v * inv, lo), hi))) - org)
-            idx[i] = j
+            idx[i] = np.uint32(j)  # only used when every j of the block is in [0, bins)
             imin = min(imin, j)
             imax = max(imax, j)
         if amax < cut_bits and imin >= 0 and imax < n:
