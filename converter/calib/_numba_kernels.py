@@ -88,15 +88,16 @@ def _key_to_float(key):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(nogil=True, cache=True)
-def scan_accumulate4(flat, inv, origin, lanes, cut_bits):  # type: ignore[no-untyped-def]
+def scan_accumulate4(flat, inv, origin, lanes, cut_bits, counts):  # type: ignore[no-untyped-def]
     """:func:`scan_accumulate` for float32 data with float32 arithmetic, in blocks, four lanes.
 
-    ``lanes`` is ``(4, bins)``; ``cut_bits`` the bit pattern of the (float32) sentinel; ``inv``
-    float32 with ``|origin| + bins < 2**23`` (the caller checks). Per block, one branch-free pass
-    finds the largest ``|x|`` bit pattern, the min/max as order-preserving integer keys and the bin
-    indices (vectorised); when the block has no excluded value and fits the grid, a second pass
+    ``lanes`` is an all-zero ``(4, bins)`` int32 scratch, left all zero again; ``counts`` the int64
+    histogram the result is added to; ``cut_bits`` the bit pattern of the (float32) sentinel;
+    ``inv`` float32 with ``|origin| + bins < 2**23`` (the caller checks). Per block, one branch-free
+    pass finds the largest ``|x|`` bit pattern, the min/max as order-preserving integer keys and the
+    bin indices (vectorised); when the block has no excluded value and fits the grid, a second pass
     counts the bins into the four lanes in turn. Other blocks take the per-element path.
-    Returns ``(min, max, excluded, outside)``; when ``outside > 0`` the counts are incomplete.
+    Returns ``(min, max, excluded, outside)``; when ``outside > 0`` nothing was added to ``counts``.
     """
     bits = flat.view(np.int32)
     n = lanes.shape[1]
@@ -106,9 +107,12 @@ def scan_accumulate4(flat, inv, origin, lanes, cut_bits):  # type: ignore[no-unt
     org = np.int32(origin)
     kmin = np.int32(2**31 - 1)
     kmax = np.int32(-(2**31))
+    first = n  # the lane columns touched: [first, last]
+    last = -1
     mn = math.inf
     mx = -math.inf
     excluded = 0
+    outside = 0
     size = flat.size
     for s in range(0, size, _BLOCK):
         m = min(_BLOCK, size - s)
@@ -134,6 +138,8 @@ def scan_accumulate4(flat, inv, origin, lanes, cut_bits):  # type: ignore[no-unt
         if amax < cut_bits and imin >= 0 and imax < n:
             kmin = min(kmin, bkmin)
             kmax = max(kmax, bkmax)
+            first = min(first, imin)
+            last = max(last, imax)
             m4 = m - m % 4
             for i in range(0, m4, 4):
                 lanes[0, idx[i]] += 1
@@ -152,14 +158,26 @@ def scan_accumulate4(flat, inv, origin, lanes, cut_bits):  # type: ignore[no-unt
                     mx = v
                 j = np.int32(np.floor(min(max(v * inv, lo), hi))) - org
                 if j < 0 or j >= n:
-                    return mn, mx, excluded, 1
+                    outside = 1
+                    break
                 lanes[0, j] += 1
+                first = min(first, j)
+                last = max(last, j)
             else:
                 excluded += 1
+        if outside:
+            break
+    for j in range(first, last + 1):  # fold the lanes into counts (unless discarded), leave them zero
+        if not outside:
+            counts[j] += lanes[0, j] + lanes[1, j] + lanes[2, j] + lanes[3, j]
+        lanes[0, j] = 0
+        lanes[1, j] = 0
+        lanes[2, j] = 0
+        lanes[3, j] = 0
     if kmin <= kmax:
         mn = min(mn, np.float64(_key_to_float(kmin)))
         mx = max(mx, np.float64(_key_to_float(kmax)))
-    return mn, mx, excluded, 0
+    return mn, mx, excluded, outside
 
 
 @numba.njit(nogil=True, cache=True)

@@ -39,7 +39,7 @@ def _load() -> None:
         nk.minmax(x, 1e30)
         nk.scan_accumulate(x, np.float32(1.0), np.int64(0), counts.reshape(1, -1), np.float32(np.inf))
         nk.scan_accumulate(x, 1.0, np.int64(0), counts.reshape(1, -1), math.inf)
-        nk.scan_accumulate4(x, np.float32(1.0), np.int64(0), np.zeros((4, 4), np.int32), np.int32(0x7F800000))
+        nk.scan_accumulate4(x, np.float32(1.0), np.int64(0), np.zeros((4, 4), np.int32), np.int32(0x7F800000), counts)
         nk.channel_absmax(x.reshape(2, 2), np.float32(1e30), np.zeros(2, np.float32))
         _compiled = nk
         log.debug("numba observer kernels ready")
@@ -172,19 +172,21 @@ def scan_accumulate(flat: np.ndarray, exp: int, origin: int, counts: np.ndarray,
         return None
     flat = _numba_view(flat)
     inv, cut = _inv(flat, exp, origin, counts.size, sentinel)
-    # clearing and summing four lanes pays off from a few elements per bin (measured on MiniLM)
-    if flat.size >= 4 * counts.size and isinstance(inv, np.float32) and flat.size < 2**31:
-        rows = _LANES
-        lanes = _lanes("lanes32", counts.size, np.int32)
+    if isinstance(inv, np.float32) and flat.size < 2**31:
+        lanes = getattr(_scratch, "lanes32", None)  # all zero between calls (the kernel clears it)
+        if lanes is None or lanes.shape[1] != counts.size:
+            lanes = _scratch.lanes32 = np.zeros((_LANES, counts.size), np.int32)
         cut_bits = np.array([cut], np.float32).view(np.int32)[0]
-        mn, mx, excluded, outside = nk.scan_accumulate4(flat, inv, np.int64(origin), lanes, cut_bits)
+        mn, mx, excluded, outside = nk.scan_accumulate4(flat, inv, np.int64(origin), lanes, cut_bits, counts)
+        if outside:
+            return None
     else:
-        rows = _LANES if flat.size >= 16 * counts.size else 1
+        rows = _LANES if flat.size >= 16 * counts.size else 1  # summing lanes only pays off on big tensors
         lanes = _lanes("lanes", counts.size, np.int64)[:rows]
         mn, mx, excluded, outside = nk.scan_accumulate(flat, inv, np.int64(origin), lanes, cut)
-    if outside:
-        return None
-    counts += lanes[0] if rows == 1 else lanes.sum(axis=0)
+        if outside:
+            return None
+        counts += lanes[0] if rows == 1 else lanes.sum(axis=0)
     return float(mn), float(mx), int(excluded)
 
 
