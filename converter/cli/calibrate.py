@@ -58,11 +58,11 @@ def _input_specs(model: Path) -> list:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Calibration table (.json).")
 @click.option("--trt-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write a TensorRT calibration cache here.")
+              help="Also write a TensorRT calibration cache here (implies --all-tensors: TensorRT's implicit "
+                   "quantization wants a scale for every tensor).")
 @click.option("--all-tensors", is_flag=True,
               help="Calibrate every float activation (inputs and outputs of MatMul, Add, Softmax, LayerNorm, ...), "
-                   "as onnxruntime's calibrators do, not only the tensors `qdq quantize` can quantize. "
-                   "Use it for a TensorRT implicit-quantization cache (--trt-cache).")
+                   "as onnxruntime's calibrators do, not only the tensors `qdq quantize` can quantize.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def command(model: Path, data: str, method: str, num_samples: int | None, batch_size: int, percentile: float,
             asymmetric: bool, max_length: int, tokenizer: str | None, num_bins: int, output: Path,
@@ -81,7 +81,7 @@ def command(model: Path, data: str, method: str, num_samples: int | None, batch_
                 raise CalibrationError(f"model file not found: {model}")
             config = CalibConfig(method=method, percentile=percentile, symmetric=not asymmetric, batch_size=batch_size,
                                  num_samples=num_samples, num_bins=num_bins,
-                                 scope="all" if all_tensors else "quantizable")
+                                 scope="all" if all_tensors or trt_cache is not None else "quantizable")
             batches = open_data(data, _input_specs(model), batch_size=batch_size, num_samples=num_samples,
                                 model_dir=_tokenizer_dir(model, tokenizer), max_length=max_length)
             table = calibrate(model, batches, config, progress=not no_progress)

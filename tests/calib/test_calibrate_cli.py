@@ -19,6 +19,7 @@ def test_cli_digits_percentile_with_trt_cache(digits_cnn_onnx: Path, tmp_path: P
     table = CalibrationTable.load(out)
     assert table.meta["num_samples"] == 20 and table.meta["num_batches"] == 3
     assert table.meta["config"]["percentile"] == 99.9 and "image" in table.tensors
+    assert table.meta["config"]["scope"] == "all" and "logits" in table.tensors  # a TensorRT cache covers all
     assert cache.read_text().startswith("TRT-") and len(cache.read_text().splitlines()) == len(table.tensors) + 1
 
 
