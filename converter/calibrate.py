@@ -50,7 +50,7 @@ def calibrate(
     if config.collects_histograms:
         kernels.warm_up()  # loads the compiled kernels while the model loads
     source = load_model(model)
-    plan = plan_tensors(source.proto, config, tensors)
+    plan = plan_tensors(source.proto, config, tensors, source.path.parent if source.path else None)
     label, digest = source.label, source.digest
     batches = iter(data)
     first = next(batches, None)

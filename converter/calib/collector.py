@@ -152,13 +152,17 @@ def _graph_facts(proto: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]
     return types, ranks, constants, dynamic
 
 
-def plan_tensors(proto: onnx.ModelProto, config: CalibConfig, tensors: Sequence[str] | None = None) -> Plan:
-    """Pick the tensors to calibrate: ``tensors``, else the ``config.scope`` set (see ``CalibConfig``)."""
+def plan_tensors(proto: onnx.ModelProto, config: CalibConfig, tensors: Sequence[str] | None = None,
+                 base_dir: Path | None = None) -> Plan:
+    """Pick the tensors to calibrate: ``tensors``, else the ``config.scope`` set (see ``CalibConfig``).
+
+    ``base_dir``: the model's folder (for weights stored as external data).
+    """
     types, ranks, constants, dynamic = _graph_facts(proto)
     g = proto.graph
     is_act = lambda t: bool(t) and t in dynamic and types.get(t) in FLOAT_TYPES  # noqa: E731
     if tensors is None and config.scope == "quantizable":
-        chosen = [t for t in quantizable_tensors(proto) if is_act(t)]
+        chosen = [t for t in quantizable_tensors(proto, base_dir) if is_act(t)]
         if not chosen:
             raise CalibrationError(
                 "the model has no tensor `qdq quantize` can quantize (float activations into MatMul, Gemm "

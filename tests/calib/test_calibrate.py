@@ -121,6 +121,21 @@ def test_default_scope_is_what_quantize_needs(minilm_onnx: Path, minilm_batches:
     assert sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node) >= len(acts) - len(guarded)
 
 
+def test_external_data_model_from_another_folder(minilm_onnx: Path, minilm_batches: list, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights in a .data file beside the model: found from any working directory; a proto whose
+    data files cannot be found gets an error that says so."""
+    model = onnx.load(str(minilm_onnx))
+    path = tmp_path / "ext" / "minilm.onnx"
+    path.parent.mkdir()
+    onnx.save_model(model, str(path), save_as_external_data=True, location="minilm.onnx.data", size_threshold=1024)
+    monkeypatch.chdir(tmp_path)
+    table = calibrate(path, minilm_batches[:1], CalibConfig(), progress=False)
+    assert len(table.tensors) == 49 and len(table.channel_absmax) == 25
+    with pytest.raises(CalibrationError, match="external"):
+        calibrate(onnx.load(str(path), load_external_data=False), minilm_batches[:1], progress=False)
+
+
 def test_minmax_without_histograms_cannot_recompute(digits_cnn_onnx: Path, digits_batches: list) -> None:
     table = calibrate(digits_cnn_onnx, digits_batches, progress=False)
     assert all("counts" not in r.histogram for r in table.tensors.values())
