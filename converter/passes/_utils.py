@@ -7,8 +7,9 @@ import numpy as np
 import onnx_ir as ir
 
 
-def const_array(value: ir.Value | None) -> np.ndarray | None:
-    """The numpy value of a constant input (initializer or Constant node), else None."""
+def const_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
+    """The tensor of a constant input (initializer or Constant node), else None; its dtype and
+    shape are known without reading the data (weights in external files stay on disk)."""
     if value is None:
         return None
     tensor = value.const_value
@@ -18,9 +19,13 @@ def const_array(value: ir.Value | None) -> np.ndarray | None:
             attr = producer.attributes.get("value")
             if attr is not None:
                 tensor = attr.as_tensor()
-    if tensor is None:
-        return None
-    return tensor.numpy()
+    return tensor
+
+
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    """The numpy value of a constant input (initializer or Constant node), else None."""
+    tensor = const_tensor(value)
+    return None if tensor is None else tensor.numpy()
 
 
 def shape_of(value: ir.Value) -> ir.Shape | None:

@@ -28,11 +28,13 @@ from onnx_ir.passes import InPlacePass, PassResult
 
 from ..quant.config import QuantConfig
 from ..quant.rules import rule_for
-from ._utils import const_array, is_float32
+from ._utils import const_tensor, is_float32
 
 log = logging.getLogger(__name__)
 
 META_KEY = "qdq"
+_NUMPY_FLOATS = frozenset({ir.DataType.FLOAT16, ir.DataType.FLOAT, ir.DataType.DOUBLE})
+"""Weight and bias types the insertion pass quantizes (numpy float kinds)."""
 
 
 @dataclass
@@ -59,25 +61,26 @@ def _plan_node(node: ir.Node, config: QuantConfig) -> NodePlan | None:
         return None
     inputs = list(node.inputs)
     acts = [i for i in rule.activations if i < len(inputs)]
-    if not acts or any(not is_float32(inputs[i]) or const_array(inputs[i]) is not None for i in acts):
+    if not acts or any(not is_float32(inputs[i]) or const_tensor(inputs[i]) is not None for i in acts):
         return None
     plan = NodePlan(activations=list(acts))
     if rule.weight is not None and rule.weight < len(inputs):
         w = inputs[rule.weight]
-        w_arr = const_array(w)
-        if w_arr is not None:
-            if w_arr.dtype.kind != "f" or w_arr.ndim < 2 or (node.op_type == "MatMul" and w_arr.ndim != 2):
+        weight = const_tensor(w)  # dtype and shape only: the data is not read here
+        if weight is not None:
+            w_rank = len(weight.shape)
+            if weight.dtype not in _NUMPY_FLOATS or w_rank < 2 or (node.op_type == "MatMul" and w_rank != 2):
                 return None
             axis = rule.weight_out_axis(node) if config.per_channel else None
-            plan.weight = (rule.weight, None if axis is None else axis % w_arr.ndim)
+            plan.weight = (rule.weight, None if axis is None else axis % w_rank)
         elif rule.dynamic_weight and config.resolved_quantize_attention and is_float32(w):
             plan.activations.append(rule.weight)
         else:
             return None
     if plan.weight is not None and rule.bias is not None and rule.bias < len(inputs):
-        b = const_array(inputs[rule.bias])
-        channels = w_arr.shape[rule.weight_out_axis(node) % w_arr.ndim]
-        if b is not None and b.dtype.kind == "f" and b.ndim == 1 and b.shape[0] == channels:
+        b = const_tensor(inputs[rule.bias])
+        channels = weight.shape[rule.weight_out_axis(node) % w_rank]
+        if b is not None and b.dtype in _NUMPY_FLOATS and len(b.shape) == 1 and b.shape[0] == channels:
             plan.bias = rule.bias  # stored int32; other bias shapes stay float
     if rule.quantize_output and config.target == "ort-cpu" and plan.weight is not None:
         out = node.outputs[0]
