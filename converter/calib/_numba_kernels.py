@@ -45,38 +45,6 @@ def accumulate(flat, inv, origin, counts, sentinel):  # type: ignore[no-untyped-
     return outside
 
 
-@numba.njit(nogil=True, cache=True)
-def scan_accumulate(flat, inv, origin, lanes, sentinel):  # type: ignore[no-untyped-def]
-    """One pass: min/max/excluded count of the kept values, their bins counted into ``lanes``.
-
-    ``lanes`` is ``(k, bins)`` with ``k`` a power of two: element ``i`` counts in row ``i % k``, so
-    runs of equal bins (softmax, ReLU zeros) do not stall on one counter; the caller sums the rows.
-    Returns ``(min, max, excluded, outside)``; when ``outside > 0`` the counts are incomplete and the
-    caller discards them.
-    """
-    k = lanes.shape[0] - 1
-    n = lanes.shape[1]
-    mn = math.inf
-    mx = -math.inf
-    excluded = 0
-    outside = 0
-    for i in range(flat.size):
-        v = flat[i]
-        if abs(v) < sentinel:
-            if v < mn:
-                mn = v
-            if v > mx:
-                mx = v
-            j = np.int64(np.floor(v * inv)) - origin
-            if j >= 0 and j < n:
-                lanes[i & k, j] += 1
-            else:
-                outside += 1
-        else:
-            excluded += 1
-    return mn, mx, excluded, outside
-
-
 _BLOCK = 2048  # elements per block: the block's bin indices stay in L1
 
 
@@ -88,8 +56,9 @@ def _key_to_float(key):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(nogil=True, cache=True)
-def scan_accumulate4(flat, inv, origin, lanes, cut_bits, counts):  # type: ignore[no-untyped-def]
-    """:func:`scan_accumulate` for float32 data with float32 arithmetic, in blocks, four lanes.
+def scan_accumulate(flat, inv, origin, lanes, cut_bits, counts):  # type: ignore[no-untyped-def]
+    """One pass over float32 data (float32 arithmetic): min/max/excluded count of the kept values,
+    their bins ``floor(x * inv) - origin`` added to ``counts``; in blocks, counted in four lanes.
 
     ``lanes`` is an all-zero ``(4, bins)`` int32 scratch, left all zero again; ``counts`` the int64
     histogram the result is added to; ``cut_bits`` the bit pattern of the (float32) sentinel;

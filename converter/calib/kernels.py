@@ -20,7 +20,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 16  # numpy path: elements per pass, so scratch buffers stay in L2
-_LANES = 4  # numba path: independent counter rows for large tensors
+_LANES = 4  # numba path: independent counter rows (runs of equal bins do not stall on one counter)
 _scratch = threading.local()
 
 HAVE_NUMBA = os.environ.get("QDQ_NO_NUMBA") != "1" and importlib.util.find_spec("numba") is not None
@@ -38,9 +38,7 @@ def _load() -> None:
         nk.accumulate(x, np.float32(1.0), np.int64(0), counts, np.float32(np.inf))  # load (or compile)
         nk.accumulate(x, 1.0, np.int64(0), counts, math.inf)
         nk.minmax(x, 1e30)
-        nk.scan_accumulate(x, np.float32(1.0), np.int64(0), counts.reshape(1, -1), np.float32(np.inf))
-        nk.scan_accumulate(x, 1.0, np.int64(0), counts.reshape(1, -1), math.inf)
-        nk.scan_accumulate4(x, np.float32(1.0), np.int64(0), np.zeros((4, 4), np.int32), np.int32(0x7F800000), counts)
+        nk.scan_accumulate(x, np.float32(1.0), np.int64(0), np.zeros((4, 4), np.int32), np.int32(0x7F800000), counts)
         nk.channel_absmax(x.reshape(2, 2), np.float32(1e30), np.zeros(2, np.float32))
         _compiled = nk
         log.debug("numba observer kernels ready")
@@ -149,45 +147,29 @@ def _inv(flat: np.ndarray, exp: int, origin: int, n: int, sentinel: float) -> tu
     return inv, float(sentinel)
 
 
-def _lanes(key: str, bins: int, dtype: type) -> np.ndarray:
-    """This thread's zeroed ``(_LANES, bins)`` counter scratch."""
-    lanes = getattr(_scratch, key, None)
-    if lanes is None or lanes.shape[1] != bins:
-        lanes = np.zeros((_LANES, bins), dtype)
-        setattr(_scratch, key, lanes)
-    else:
-        lanes.fill(0)
-    return lanes
-
-
 def scan_accumulate(flat: np.ndarray, exp: int, origin: int, counts: np.ndarray,
                     sentinel: float) -> tuple[float, float, int] | None:
-    """Fused min/max + binning in one pass (numba only).
+    """Fused min/max + binning in one pass (numba, float32 arithmetic only).
 
     Returns ``(min, max, excluded)`` with the bins added to ``counts`` when every kept value fell
-    inside the grid; returns None (``counts`` untouched) when the grid must widen first or numba
-    is not ready.
+    inside the grid; returns None (``counts`` untouched) when the grid must widen first, when the
+    bins need float64 arithmetic (rare: huge or tiny ranges, float64 data) or numba is not ready:
+    the caller then scans and bins in two passes.
     """
     nk = _compiled
     if nk is None or flat.size == 0:
         return None
     flat = _numba_view(flat)
     inv, cut = _inv(flat, exp, origin, counts.size, sentinel)
-    if isinstance(inv, np.float32) and flat.size < 2**31:
-        lanes = getattr(_scratch, "lanes32", None)  # all zero between calls (the kernel clears it)
-        if lanes is None or lanes.shape[1] != counts.size:
-            lanes = _scratch.lanes32 = np.zeros((_LANES, counts.size), np.int32)
-        cut_bits = np.array([cut], np.float32).view(np.int32)[0]
-        mn, mx, excluded, outside = nk.scan_accumulate4(flat, inv, np.int64(origin), lanes, cut_bits, counts)
-        if outside:
-            return None
-    else:
-        rows = _LANES if flat.size >= 16 * counts.size else 1  # summing lanes only pays off on big tensors
-        lanes = _lanes("lanes", counts.size, np.int64)[:rows]
-        mn, mx, excluded, outside = nk.scan_accumulate(flat, inv, np.int64(origin), lanes, cut)
-        if outside:
-            return None
-        counts += lanes[0] if rows == 1 else lanes.sum(axis=0)
+    if not isinstance(inv, np.float32) or flat.size >= 2**31:
+        return None
+    lanes = getattr(_scratch, "lanes", None)  # all zero between calls (the kernel clears it)
+    if lanes is None or lanes.shape[1] != counts.size:
+        lanes = _scratch.lanes = np.zeros((_LANES, counts.size), np.int32)
+    cut_bits = np.array([cut], np.float32).view(np.int32)[0]
+    mn, mx, excluded, outside = nk.scan_accumulate(flat, inv, np.int64(origin), lanes, cut_bits, counts)
+    if outside:
+        return None
     return float(mn), float(mx), int(excluded)
 
 
