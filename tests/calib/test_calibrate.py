@@ -196,3 +196,19 @@ def test_bad_data_errors_name_the_problem(digits_cnn_onnx: Path, digits_split: d
 def test_missing_model_file(tmp_path: Path) -> None:
     with pytest.raises(CalibrationError, match="model file not found"):
         calibrate(tmp_path / "absent.onnx", [{}], progress=False)
+
+
+def test_model_with_nothing_quantizable(tmp_path: Path) -> None:
+    """No MatMul/Gemm/Conv: the default scope says so and names the way out; scope='all' works."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    data = [{"x": np.linspace(-1, 3, 8, dtype=np.float32).reshape(2, 4)}]
+    with pytest.raises(CalibrationError, match="no tensor `qdq quantize` can quantize.*--all-tensors"):
+        calibrate(path, data, progress=False)
+    table = calibrate(path, data, CalibConfig(scope="all"), progress=False)
+    assert set(table.tensors) == {"x", "y"} and table.get("y").histogram["min"] == 0.0 and table.get("x").hi == 3.0
