@@ -81,13 +81,16 @@ def _needed_tensors(model: ir.Model, config: QuantConfig) -> list[str]:
 def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable | None,
              config: QuantConfig | None = None, *,
              calib_data: Iterable[dict[str, np.ndarray]] | None = None,
-             calib_config: "CalibConfig | None" = None) -> onnx.ModelProto:
+             calib_config: "CalibConfig | None" = None,
+             smoothquant_cache: dict | None = None) -> onnx.ModelProto:
     """Return the static INT8 (QDQ) version of a float ONNX model.
 
     ``table``: calibrated ranges of the float model (``qdq calibrate``); None to calibrate here on
     ``calib_data``. ``calib_data`` (feed dicts) is also used by ``smoothquant='auto'`` and, after
     smoothing, to re-measure the ranges of the smoothed tensors; ``calib_config`` sets the method
-    when calibrating here.
+    when calibrating here. ``smoothquant_cache``: an empty dict shared by calls that quantize the
+    same model with the same table and data under different exclusions (mixed precision): the
+    activations ``smoothquant='auto'`` captures and its per-group searches are reused.
     Raises ``CalibrationError`` when the table lacks a tensor the model quantizes,
     ``QuantizationError`` for bad settings, ``ModelFileError`` for unreadable models.
     """
@@ -111,7 +114,7 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
             f"(e.g. '{needed[0]}'); it was made for another model"
         )
     table = _match_symmetry(table, config)
-    alphas = _smoothquant_alphas(m, table, config, data)
+    alphas = _smoothquant_alphas(m, table, config, data, smoothquant_cache)
     m, table = pipeline.smooth(m, table, config, alphas)
     if alphas is not None and data:
         table = _recalibrate_smoothed(m, table, config, data)
@@ -141,7 +144,7 @@ def _match_symmetry(table: CalibrationTable, config: QuantConfig) -> Calibration
 
 
 def _smoothquant_alphas(m: ir.Model, table: CalibrationTable, config: QuantConfig,
-                        data: list[dict[str, np.ndarray]] | None):
+                        data: list[dict[str, np.ndarray]] | None, cache: dict | None = None):
     sq = config.smoothquant
     if sq is None or sq != "auto":
         return None if sq is None else float(sq)
@@ -153,9 +156,13 @@ def _smoothquant_alphas(m: ir.Model, table: CalibrationTable, config: QuantConfi
     groups = [g for g in find_groups(m, config) if g.name in table.channel_absmax]
     if not groups:
         return None
-    samples = capture(m, [g.name for g in groups], data[: config.auto_batches])
+    cache = {} if cache is None else cache
+    samples = cache.setdefault("samples", {})
+    missing = [g.name for g in groups if g.name not in samples]
+    if missing:
+        samples.update(capture(m, missing, data[: config.auto_batches]))
     absorbable = {g.name: can_absorb(m, g) for g in groups}
-    return choose_alphas(groups, samples, table, config, absorbable)
+    return choose_alphas(groups, samples, table, config, absorbable, cache.setdefault("searched", {}))
 
 
 def _recalibrate_smoothed(m: ir.Model, table: CalibrationTable, config: QuantConfig,

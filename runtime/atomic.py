@@ -48,7 +48,8 @@ def staging_dir(output: str | os.PathLike[str], suffix: str = ".tmp") -> Iterato
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def move_into_place(staging: Path, output: str | os.PathLike[str], side_files: Sequence[str] | None = None) -> list[Path]:
+def move_into_place(staging: Path, output: str | os.PathLike[str],
+                    side_files: Sequence[str] | None = None) -> list[Path]:
     """Move ``staging/<output name>`` to ``output`` and the side files (default: every other file in
     ``staging``, e.g. external data) beside it; side files first, so the main file appears complete."""
     output = Path(output)

@@ -93,14 +93,17 @@ def analyze(
 
 def table_quantizer(model: str | onnx.ModelProto, table: CalibrationTable,
                     calib_data: Sequence[dict] | None = None) -> Callable[[QuantConfig], onnx.ModelProto]:
-    """A ``quantize_fn`` that reuses one calibration table for every exclusion list."""
+    """A ``quantize_fn`` that reuses one calibration table (and SmoothQuant auto's captured
+    activations and searches) for every exclusion list."""
     from ..inspect import load_onnx
     from ..quant.errors import QuantizationError
     from ..quantize import quantize
 
+    smoothquant_cache: dict = {}
+
     def run(config: QuantConfig) -> onnx.ModelProto:
         try:
-            return quantize(model, table, config, calib_data=calib_data)
+            return quantize(model, table, config, calib_data=calib_data, smoothquant_cache=smoothquant_cache)
         except QuantizationError as exc:
             if config.exclude_nodes and str(exc).startswith("nothing to quantize"):
                 return model if isinstance(model, onnx.ModelProto) else load_onnx(model)  # every layer in float

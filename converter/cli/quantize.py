@@ -129,7 +129,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
 def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, held: list | None,  # noqa: ANN001
                         calib_config, target_text: str) -> Path:  # noqa: ANN001
     """Mixed precision: full INT8, then the most sensitive layers back to float until the target holds."""
-    from converter.accuracy import Evaluator, Target, reach_target
+    from converter.accuracy import Evaluator, Target, reach_target, table_quantizer
     from converter.calibrate import calibrate
     from converter.quantize import save_model
 
@@ -140,10 +140,8 @@ def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, h
     if table is None:
         table = calibrate(model, calib_part, calib_config, progress=False)
 
-    def quantize_fn(cfg):  # noqa: ANN001, ANN202
-        from converter.accuracy.sensitivity import table_quantizer
-
-        return table_quantizer(model, table, calib_part if cfg.smoothquant == "auto" else None)(cfg)
+    # one quantizer for every variant: it keeps SmoothQuant auto's captures and searches
+    quantize_fn = table_quantizer(model, table, calib_part if config.smoothquant == "auto" else None)
 
     probe = latency_probe()
     click.echo(f"FP32: {probe(str(model)):.2f} ms (batch 8)")

@@ -58,15 +58,17 @@ def group_error(x: np.ndarray, weights: list[np.ndarray], s: np.ndarray | None, 
 
 
 def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: CalibrationTable,
-                  config: QuantConfig, absorbable: dict[str, bool] | None = None) -> dict[str, float | None]:
+                  config: QuantConfig, absorbable: dict[str, bool] | None = None,
+                  searched: dict | None = None) -> dict[str, float | None]:
     """Best alpha (or None: leave unsmoothed) per group, keyed by activation name.
 
-    ``absorbable[name]`` tells whether smoothing that group costs no extra op.
+    ``absorbable[name]`` tells whether smoothing that group costs no extra op. ``searched``: a dict
+    kept across calls on the same model, table and data (mixed precision quantizes many variants);
+    a group's search result is reused when its activation, weights, range and candidates are the same.
     """
     from ..passes._utils import const_array
     from ..passes.smoothquant import smoothing_scales, weight_channel_absmax
 
-    rng = np.random.default_rng(0)
     dtype = config.resolved_activation_dtype
     chosen: dict[str, float | None] = {}
     found: dict[str, tuple[float | None, float, float, float]] = {}  # alpha, error, unsmoothed error, output ms
@@ -75,12 +77,17 @@ def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: Cal
         chosen[name] = None
         if g.targets[0][0].op_type == "Conv" or name not in samples or name not in table.channel_absmax:
             continue
-        x = _rows(samples[name], g.channel_axis, rng)
+        r = table.get(name)
+        key = (name, tuple((node.name, idx, in_axis) for node, idx, in_axis in g.targets), r.lo, r.hi, dtype,
+               tuple(config.auto_alphas))
+        if searched is not None and key in searched:
+            found[name] = searched[key]
+            continue
+        x = _rows(samples[name], g.channel_axis, np.random.default_rng(0))
         weights = []
         for node, idx, in_axis in g.targets:
             w = const_array(node.inputs[idx]).astype(np.float32)
             weights.append(w if in_axis == 0 else w.T)
-        r = table.get(name)
         a = table.channel_absmax[name]
         refs = [x @ w for w in weights]
         base = group_error(x, weights, None, r.lo, r.hi, a, dtype, refs)
@@ -91,6 +98,8 @@ def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: Cal
             if err < best_err:
                 best, best_err = alpha, err
         found[name] = (best, best_err, base, sum(float(np.square(ref).mean()) for ref in refs))
+        if searched is not None:
+            searched[key] = found[name]
     if found:
         typical = float(np.median([f[3] for f in found.values()])) or 1.0
         for name, (best, best_err, base, out_ms) in found.items():

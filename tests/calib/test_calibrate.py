@@ -116,7 +116,8 @@ def test_default_scope_is_what_quantize_needs(minilm_onnx: Path, minilm_batches:
     for name, r in table.tensors.items():  # ORT fuses the two graphs differently: last-bit differences
         other = minilm_table.tensors[name]
         assert r.count == other.count and (r.lo, r.hi) == pytest.approx((other.lo, other.hi), rel=1e-3)
-    assert set(table.channel_absmax) == set(minilm_table.channel_absmax) and table.meta["config"]["scope"] == "quantizable"
+    assert set(table.channel_absmax) == set(minilm_table.channel_absmax)
+    assert table.meta["config"]["scope"] == "quantizable"
     quantized = quantize(minilm_onnx, table)
     assert sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node) >= len(acts) - len(guarded)
 

@@ -157,3 +157,26 @@ def test_improves_int8_error_on_outlier_channels() -> None:
     assert auto_err < 0.5 * plain, (plain, auto_err)
     with pytest.raises(QuantizationError, match="calibration data"):
         quantize(model, table, QuantConfig(smoothquant="auto"))
+
+
+def test_auto_cache_gives_the_same_model_and_captures_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mixed precision shares one cache across exclusion lists: each variant equals a fresh
+    quantization byte for byte, and the float model is run for the captures only once."""
+    import converter.quant.capture as capture_module
+
+    model = _ln_two_matmuls()
+    for i, node in enumerate(model.graph.node):
+        node.name = f"n{i}"
+    batches = _batches((4, 16, C), 4)
+    table = calibrate_table(model, batches)
+    captured = []
+    real = capture_module.capture
+    monkeypatch.setattr(capture_module, "capture",
+                        lambda m, names, feeds: captured.append(list(names)) or real(m, names, feeds))
+    cache: dict = {}
+    for excluded in ((), ("n2",)):
+        cfg = QuantConfig(smoothquant="auto", exclude_nodes=excluded)
+        cached = quantize(model, table, cfg, calib_data=batches, smoothquant_cache=cache)
+        assert cached.SerializeToString() == quantize(model, table, cfg, calib_data=batches).SerializeToString()
+    assert captured == [["h"], ["h"], ["h"]]  # cached first variant, then the two fresh runs
+    assert set(cache["samples"]) == {"h"} and len(cache["searched"]) == 2  # group of two MatMuls, then of one
