@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .calib.config import CalibConfig
 from .errors import ModelFileError
 from .passes import pipeline
-from .passes.qdq_placement import QDQPlacementPass, required_tensors
+from .passes.qdq_placement import needed_tensors
 from .passes.smoothquant import can_absorb, find_groups
 from .quant.config import QuantConfig
 from .quant.errors import QuantizationError
@@ -69,15 +69,6 @@ def _calibrate(model: ir.Model, data: list[dict[str, np.ndarray]], tensors: list
     return calibrate(ir.to_proto(model), data, calib_config, tensors=tensors, progress=False)
 
 
-def _needed_tensors(model: ir.Model, config: QuantConfig) -> list[str]:
-    """Activation tensors the quantized graph (and SmoothQuant) will need ranges for."""
-    QDQPlacementPass(config)(model)
-    names = required_tensors(model)
-    for node in model.graph:
-        node.meta.pop("qdq", None)
-    return names
-
-
 def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable | None,
              config: QuantConfig | None = None, *,
              calib_data: Iterable[dict[str, np.ndarray]] | None = None,
@@ -101,7 +92,7 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
     if table is not None and not isinstance(table, CalibrationTable):
         raise CalibrationError(f"expected a CalibrationTable, got {type(table).__name__}")
     m = pipeline.preprocess(_load_ir(model), config)
-    needed = _needed_tensors(m, config)
+    needed = needed_tensors(m, config)
     if not needed:
         raise QuantizationError(
             f"nothing to quantize: no {'/'.join(config.op_types)} with a float activation and a constant "
@@ -169,7 +160,7 @@ def _recalibrate_smoothed(m: ir.Model, table: CalibrationTable, config: QuantCon
                           data: list[dict[str, np.ndarray]]) -> CalibrationTable:
     """Re-measure ranges of tensors that SmoothQuant changed, on the smoothed float model."""
     stale = [n for n, r in table.tensors.items() if r.method.endswith("+smoothquant")]
-    needed = set(_needed_tensors(m, config))
+    needed = set(needed_tensors(m, config))
     stale = [n for n in stale if n in needed]
     if not stale:
         return table

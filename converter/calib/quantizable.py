@@ -24,7 +24,7 @@ def quantizable_tensors(proto: onnx.ModelProto, base_dir: str | os.PathLike[str]
     import onnx_ir as ir
 
     from ..passes import pipeline
-    from ..passes.qdq_placement import QDQPlacementPass, required_tensors
+    from ..passes.qdq_placement import needed_tensors
     from ..quant.config import TARGETS, QuantConfig
     from ..quant.rules import RULES
 
@@ -39,7 +39,6 @@ def quantizable_tensors(proto: onnx.ModelProto, base_dir: str | os.PathLike[str]
         except OSError as exc:  # a constant the passes read lives in an external file that is not there
             raise CalibrationError(f"cannot read the model's external weights ({exc}); pass the model's path "
                                    f"with its data files beside it") from None
-        QDQPlacementPass(config)(model)
-        names.update(dict.fromkeys(required_tensors(model)))
+        names.update(dict.fromkeys(needed_tensors(model, config)))
     log.debug("%d quantizable tensors", len(names))
     return list(names)

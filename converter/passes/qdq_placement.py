@@ -120,3 +120,12 @@ def required_tensors(model: ir.Model) -> list[str]:
         if plan.output:
             names[node.outputs[0].name] = None
     return list(names)
+
+
+def needed_tensors(model: ir.Model, config: QuantConfig) -> list[str]:
+    """The tensors placement under ``config`` would quantize, leaving ``model`` unmarked."""
+    QDQPlacementPass(config)(model)
+    names = required_tensors(model)
+    for node in model.graph:
+        node.meta.pop(META_KEY, None)
+    return names
