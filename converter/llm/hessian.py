@@ -10,10 +10,12 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from runtime import Engine
 
+from ..graph_outputs import add_outputs
 from .config import WeightQuantError
 
 log = logging.getLogger(__name__)
@@ -39,18 +41,15 @@ class HessianAccumulator:
         return 2.0 * self.xtx / self.count
 
 
-def _with_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
-    """A copy of ``model`` that also outputs the tensors ``names``."""
-    copy = ir.from_proto(ir.to_proto(model))
-    values = {v.name: v for node in copy.graph for v in node.outputs}
-    values.update({v.name: v for v in copy.graph.inputs})
-    existing = {v.name for v in copy.graph.outputs}
+def _with_outputs(model: ir.Model, names: Sequence[str]) -> onnx.ModelProto:
+    """``model`` as a proto that also outputs the tensors ``names`` (with their element types)."""
+    values = {v.name: v for node in model.graph for v in node.outputs}
+    values.update({v.name: v for v in model.graph.inputs})
     for name in names:
         if name not in values:
             raise WeightQuantError(f"tensor {name!r} is not produced in the model")
-        if name not in existing:
-            copy.graph.outputs.append(values[name])
-    return copy
+    types = {name: int(values[name].dtype) for name in names if values[name].dtype is not None}
+    return add_outputs(ir.to_proto(model), names, types)
 
 
 def collect_hessians(
@@ -68,7 +67,7 @@ def collect_hessians(
     probe = _with_outputs(model, names)
     acc: dict[str, HessianAccumulator] = {}
     n_batches = 0
-    with Engine.load(ir.to_proto(probe)) as engine:
+    with Engine.load(probe) as engine:
         for feeds in batches:
             out = engine.run(dict(feeds), names)
             mask = feeds.get(mask_input) if mask_input else None
