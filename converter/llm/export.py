@@ -23,6 +23,7 @@ from runtime.atomic import move_into_place, staging_dir
 from ..errors import ExportError
 from ..export import ExportResult, _first_line, export_module
 from ..models import SOURCE_KEY, resolve_model
+from .kv_cache import CACHE_ARGUMENTS, cache_argument, returned_cache
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def load_causal_lm(model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _kv_cache_module(model: Any, input_names: Sequence[str], num_layers: int) -> Any:
+def _kv_cache_module(model: Any, input_names: Sequence[str], num_layers: int, cache_arg: str) -> Any:
     """The torch module the exporter sees: flat tensors in (inputs, then pasts), flat tensors out."""
     import torch
     from transformers.cache_utils import DynamicCache
@@ -69,9 +70,9 @@ def _kv_cache_module(model: Any, input_names: Sequence[str], num_layers: int) ->
             named = dict(zip(input_names, args[:n_plain]))
             past = args[n_plain:]
             cache = DynamicCache([(past[2 * i], past[2 * i + 1]) for i in range(num_layers)])
-            out = self.model(**named, past_key_values=cache, use_cache=True, return_dict=True)
+            out = self.model(**named, **{cache_arg: cache}, use_cache=True, return_dict=True)
             flat: list[Any] = []
-            for layer in out.past_key_values.layers:
+            for layer in returned_cache(out).layers:
                 flat += [layer.keys, layer.values]
             return (out.logits, *flat)
 
@@ -84,8 +85,7 @@ def _cache_geometry(model: Any) -> tuple[int, list[tuple[int, int]]]:
 
     with torch.no_grad():
         out = model(input_ids=torch.zeros((1, 2), dtype=torch.long), use_cache=True, return_dict=True)
-    cache = getattr(out, "past_key_values", None)
-    layers = getattr(cache, "layers", None)
+    layers = getattr(returned_cache(out), "layers", None)
     if not layers:
         raise ExportError(f"{type(model).__name__} returned no KV cache; is it a causal LM with use_cache support?")
     return len(layers), [(int(layer.keys.shape[1]), int(layer.keys.shape[3])) for layer in layers]
@@ -133,8 +133,10 @@ def export_causal_lm(
         model, _ = load_causal_lm(model)
     model = model.float().eval()
     params = set(inspect.signature(model.forward).parameters)
-    if "input_ids" not in params or "past_key_values" not in params:
-        raise ExportError(f"{type(model).__name__} is not a causal LM taking input_ids and past_key_values")
+    cache_arg = cache_argument(model)
+    if "input_ids" not in params or cache_arg is None:
+        raise ExportError(f"{type(model).__name__} is not a causal LM taking input_ids and a KV cache "
+                          f"(a forward() argument named {' or '.join(CACHE_ARGUMENTS)})")
     input_names = ["input_ids"] + [n for n in ("attention_mask", "position_ids") if n in params]
     num_layers, geometry = _cache_geometry(model)
     vocab = int(model.config.vocab_size)
@@ -147,7 +149,7 @@ def export_causal_lm(
         axes["position_ids"] = {0: "batch", 1: "sequence"}
     axes.update({n: {0: "batch", 2: "past_sequence"} for n in past_names})
 
-    wrapper = _kv_cache_module(model, input_names, num_layers)
+    wrapper = _kv_cache_module(model, input_names, num_layers, cache_arg)
     trace = _feeds(input_names, geometry, vocab, batch=2, seq=3, past=4, seed=0)
     decode = _feeds(input_names, geometry, vocab, batch=3, seq=1, past=5, seed=1)
     metadata = {LAYERS_KEY: str(num_layers)}

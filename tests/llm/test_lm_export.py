@@ -9,6 +9,7 @@ import torch
 
 from converter.errors import ExportError
 from converter.llm.export import export_causal_lm
+from converter.llm.kv_cache import cache_argument, returned_cache
 from runtime import Engine, InputError
 from runtime.generate import generate
 
@@ -20,8 +21,8 @@ def _torch_step(model, ids, mask, past=None):
     pos = torch.clamp(torch.as_tensor(mask).cumsum(-1) - 1, min=0)[:, -ids.shape[1]:]
     with torch.no_grad():
         out = model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), position_ids=pos,
-                    past_key_values=cache, use_cache=True)
-    return out.logits.numpy(), out.past_key_values
+                    **{cache_argument(model): cache}, use_cache=True)
+    return out.logits.numpy(), returned_cache(out)
 
 
 def test_tiny_llama_io_names_and_dynamic_axes(tiny_llama_onnx: Path) -> None:
@@ -173,3 +174,49 @@ def test_gpt2_export_generate_and_weight_only(tmp_path: Path) -> None:
     with Engine.load(result.path) as eng:
         got = eng.run(feeds, ["logits"])["logits"]
     assert 0 < np.abs(got - want).max() < 0.02 * np.abs(want).max()
+
+
+class _CacheLM(torch.nn.Module):
+    """Wraps a causal LM behind one spelling of the KV-cache argument and output field."""
+
+    def __init__(self, inner) -> None:
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    def _run(self, input_ids, attention_mask, position_ids, cache, field: str):
+        from transformers.modeling_outputs import ModelOutput
+
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         **{cache_argument(self.inner): cache}, use_cache=True, return_dict=True)
+        return ModelOutput(logits=out.logits, **{field: returned_cache(out)})
+
+
+class _PastKeyValuesLM(_CacheLM):
+    """transformers < 5.24: ``forward(past_key_values=...)``, ``output.past_key_values``."""
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True,
+                return_dict=True):
+        return self._run(input_ids, attention_mask, position_ids, past_key_values, "past_key_values")
+
+
+class _RenamedCacheLM(_CacheLM):
+    """transformers >= 5.24: ``forward(cache=...)``, ``output.cache``."""
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=True,
+                return_dict=True):
+        return self._run(input_ids, attention_mask, position_ids, cache, "cache")
+
+
+@pytest.mark.parametrize(("wrapper", "name"), [(_PastKeyValuesLM, "past_key_values"), (_RenamedCacheLM, "cache")])
+def test_export_takes_either_cache_argument_name(tiny_llama, tmp_path: Path, wrapper, name: str) -> None:
+    """transformers 5.24 renamed ``past_key_values`` to ``cache``: both spellings export and match torch."""
+    model = wrapper(tiny_llama)
+    assert cache_argument(model) == name
+    result = export_causal_lm(model, tmp_path / "lm.onnx")
+    ids = np.random.default_rng(3).integers(3, 256, (2, 5))
+    mask = np.ones_like(ids)
+    ref, _ = _torch_step(model, ids, mask)
+    feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": mask.cumsum(-1) - 1}
+    feeds.update({f"past_key_values.{i}.{k}": np.zeros((2, 2, 0, 16), np.float32) for i in range(2) for k in ("key", "value")})
+    with Engine.load(result.path) as eng:
+        np.testing.assert_allclose(eng.run(feeds, ["logits"])["logits"], ref, atol=1e-4, rtol=1e-3)
