@@ -50,3 +50,16 @@ def digits_cnn_onnx(tmp_path_factory: pytest.TempPathFactory, digits_cnn, digits
     X = digits_split["X_test"]
     return export_module(digits_cnn, {"image": X[:4]}, out, output_names=["logits"],
                          check_inputs={"image": X[:7]}).path
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """The CPU's integer dot-product features: INT8 tolerances in the suite depend on them."""
+    from runtime.cpu import cpu_int8
+
+    return f"cpu int8: {cpu_int8().describe()}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """The same line at the end, where ``pytest -q`` (``make test``) shows it too."""
+    if config.get_verbosity() < 0:
+        terminalreporter.write_line(pytest_report_header(config))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -55,9 +56,13 @@ def score(stats: ErrorStats, metric: str) -> float:
 class Evaluator:
     """Holds evaluation feeds and the FP32 model's outputs; scores any candidate on the first output."""
 
-    def __init__(self, reference: str | onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], output: str | None = None) -> None:
+    def __init__(self, reference: str | onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], output: str | None = None,
+                 session_options: Any = None) -> None:
+        """``session_options`` (onnxruntime.SessionOptions) apply to candidates: e.g. fusions off to score
+        exact integer math instead of the CPU's fused INT8 kernels."""
         from runtime import Engine
 
+        self.session_options = session_options
         if not feeds:
             raise AccuracyTargetError("no evaluation data: the data source yielded no samples")
         self.feeds = list(feeds)
@@ -69,7 +74,7 @@ class Evaluator:
         from runtime import Engine
 
         stats = ErrorStats()
-        with Engine.load(candidate) as eng:
+        with Engine.load(candidate, session_options=self.session_options) as eng:
             for feeds, ref in zip(self.feeds, self.reference):
                 got = eng.run(feeds, outputs=[self.output])[self.output]
                 classifier = ref.ndim == 2 and ref.shape[1] > 1

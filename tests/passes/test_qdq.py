@@ -6,6 +6,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 from onnx import helper, numpy_helper
+from int8_numerics import assert_fused_close, run_exact
 from qdq_graphs import calibrate_table, make_model, optimized_op_types, run
 
 from converter.calib.table import CalibrationError
@@ -83,8 +84,9 @@ def test_insertion_stores_int8_weights_and_fuses_on_ort(tmp_path) -> None:
     optimized = optimized_op_types(q, tmp_path)
     assert optimized["MatMulIntegerToFloat"] >= 2 and optimized["DequantizeLinear"] == 0
     feeds = _feeds(5)[0]
-    ref, out = run(model, feeds)[0], run(q, feeds)[0]
-    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+    ref, exact, fused = run(model, feeds)[0], run_exact(q, feeds)["y"], run(q, feeds)[0]
+    assert np.abs(exact - ref).max() < 0.05 * np.abs(ref).max()
+    assert_fused_close(fused, exact)
 
 
 def test_tensorrt_target_uses_symmetric_int8(tmp_path) -> None:
@@ -114,8 +116,9 @@ def test_conv_gets_int32_bias_and_becomes_qlinearconv(tmp_path) -> None:
     np.testing.assert_allclose(inits["b_scale"], inits["x_scale"] * inits["w_scale"], rtol=1e-6)
     assert optimized_op_types(q, tmp_path)["QLinearConv"] == 1
     feeds = {"x": rng.random((2, 3, 8, 8), dtype=np.float32)}
-    ref, out = run(model, feeds)[0], run(q, feeds)[0]
-    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+    ref, exact, fused = run(model, feeds)[0], run_exact(q, feeds)["y"], run(q, feeds)[0]
+    assert np.abs(exact - ref).max() < 0.05 * np.abs(ref).max()
+    assert_fused_close(fused, exact)
 
 
 def test_missing_tensor_is_named() -> None:
