@@ -26,6 +26,7 @@ from .passes.qdq_placement import needed_tensors
 from .passes.smoothquant import can_absorb, find_groups
 from .quant.config import QuantConfig
 from .quant.errors import QuantizationError
+from .targets import profile_metadata
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
     m = pipeline.insert_qdq(m, table, config)
     proto = ir.to_proto(m)
     proto.producer_name = proto.producer_name or "qdq"
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
+                                        **profile_metadata(config.profile)})
     return proto
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -92,4 +93,20 @@ def cpu_int8() -> CpuInt8:
     return CpuInt8(_arch(), frozenset(found))
 
 
-__all__ = ["INT8_FEATURES", "CpuInt8", "cpu_int8"]
+
+
+# written by `qdq quantize` (converter.targets.METADATA_KEYS); read here without importing converter
+EXACT_NEEDS_VNNI_KEY = "qdq.int8.exact_needs_vnni"
+PROFILE_KEY = "qdq.profile"
+
+
+def saturation_warning(metadata: Mapping[str, str], label: str, cpu: CpuInt8 | None = None) -> str | None:
+    """One line when a model made for CPUs with exact u8xs8 dot products runs on one (default: this
+    process's CPU) that saturates."""
+    if metadata.get(EXACT_NEEDS_VNNI_KEY) != "1" or not (cpu or cpu_int8()).u8s8_saturates:
+        return None
+    return (f"{label} was quantized for {metadata.get(PROFILE_KEY, 'VNNI CPUs')}: this CPU has no VNNI and its "
+            "u8xs8 kernels saturate, so results differ from exact INT8; re-quantize with --cpu avx2 (or portable)")
+
+
+__all__ = ["EXACT_NEEDS_VNNI_KEY", "INT8_FEATURES", "PROFILE_KEY", "CpuInt8", "cpu_int8", "saturation_warning"]

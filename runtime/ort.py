@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .cpu import saturation_warning
 from .engine import Engine
 from .errors import BackendUnavailableError, EngineError
 from .specs import TensorSpec
@@ -95,6 +96,9 @@ def _check_file_kind(path: Path) -> None:
         raise EngineError(f"{path} is not an ONNX model (it looks like a text, archive or binary file)")
 
 
+_WARNED: set[str] = set()
+
+
 class OrtEngine(Engine):
     """An ONNX Runtime InferenceSession behind the Engine contract."""
 
@@ -120,6 +124,11 @@ class OrtEngine(Engine):
         self._inputs = [_spec(i) for i in self.session.get_inputs()]
         self._outputs = [_spec(o) for o in self.session.get_outputs()]
         log.debug("loaded %s on %s", self.label, self.session.get_providers())
+        if self.session.get_providers()[0] == "CPUExecutionProvider":
+            warning = saturation_warning(self.session.get_modelmeta().custom_metadata_map, self.label)
+            if warning and warning not in _WARNED:  # once per model and process (evaluation loops reload)
+                _WARNED.add(warning)
+                log.warning(warning)
 
     def _run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
         names = outputs or [o.name for o in self._outputs]

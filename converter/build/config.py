@@ -31,6 +31,8 @@ class BuildConfig:
     provider_options: extra ONNX Runtime provider options, merged over the defaults the target records.
     edge_platform: ort-edge only: ``arm`` (allow int8 QDQ kernels) or ``amd64``; default portable.
     type_reduction: ort-edge only: also record per-op types in the reduced-ops config.
+    cpu: ort-cpu / ort-edge: the CPU family the artifact is for (``auto``: this machine), recorded in the
+        manifest; a warning when the model's INT8 scheme saturates there (``converter.targets``).
     """
 
     opt_level: str | None = None
@@ -44,6 +46,7 @@ class BuildConfig:
     provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
     edge_platform: str | None = None
     type_reduction: bool = False
+    cpu: str = "auto"
 
     def __post_init__(self) -> None:
         if self.opt_level is not None and self.opt_level not in ("basic", "extended", "all"):

@@ -1,5 +1,5 @@
 """ONNX Runtime's CPU kernel registry, read from the installed onnxruntime (which ops and types at
-which opset versions have a CPU kernel), plus the ops whose Q/DQ groups its CPU optimizer fuses."""
+which opset versions have a CPU kernel). What the CPU optimizer fuses is in converter.targets.ort_cpu."""
 from __future__ import annotations
 
 import functools
@@ -7,12 +7,6 @@ import logging
 
 log = logging.getLogger(__name__)
 
-# ops the CPU QDQ optimizer turns into QLinear* / int8 kernels, or drops Q/DQ around (data movement)
-FUSES = frozenset("""
-Conv ConvTranspose MatMul Gemm Add Mul AveragePool GlobalAveragePool MaxPool LeakyRelu Sigmoid Softmax
-Concat Where Gather GatherElements Reshape Transpose Squeeze Unsqueeze Flatten Resize Slice Split Pad
-ArgMax InstanceNormalization Relu Clip Identity DepthToSpace SpaceToDepth Tile Expand
-""".split())
 
 Kernels = dict[tuple[str, str], list[tuple[int, int, frozenset[str]]]]
 

@@ -2,24 +2,30 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from . import ort_kernels, trt_ops
 from .graph import GraphIndex, QdqNode, iter_nodes, label
 from .report import ERROR, WARNING, Finding
 
+if TYPE_CHECKING:
+    from ..targets import TargetProfile
+
 
 class Target:
-    """Rules parameters shared by the checks; subclasses answer the target-specific questions."""
+    """A backend's checks, parameterised by a ``TargetProfile`` (what it enforces, what it fuses)."""
 
-    name = ""
-    label = ""
-    symmetric_only = False  # every zero point must be 0
-    constant_qparams = False  # scales and zero points must be build-time constants
-    strict_weight_axis = False  # a per-channel weight axis other than the output channel is a violation
-    strict_activation_per_tensor = False  # per-channel activation scales are a violation
-    dangling_q = WARNING  # severity of a QuantizeLinear not followed by DequantizeLinear
-    weight_only_ok = False  # DQ(weight) -> MatMul/Gemm with a float activation has a weight-only kernel
-    fuses: frozenset[str] = frozenset()
+    def __init__(self, profile: TargetProfile) -> None:
+        self.profile = profile
+        self.name = profile.name
+        self.label = profile.label
+        self.symmetric_only = profile.check_symmetric_only  # every zero point must be 0
+        self.constant_qparams = profile.check_constant_qparams  # scales/zero points are build-time constants
+        self.strict_weight_axis = profile.check_strict_weight_axis  # per-channel weight axis off the output channel
+        self.strict_activation_per_tensor = profile.check_activation_per_tensor  # per-channel activations
+        self.dangling_q = profile.check_dangling_q  # severity of a QuantizeLinear not followed by DequantizeLinear
+        self.weight_only_ok = profile.check_weight_only_ok  # DQ(weight) -> MatMul with a float activation
+        self.fuses = profile.fuses
 
     def qdq_type_problem(self, q: QdqNode, index: GraphIndex) -> str | None:
         """Why ``q``'s quantized type is unsupported, or None."""
@@ -33,16 +39,6 @@ class Target:
 
 
 class TensorRT(Target):
-    name = "tensorrt"
-    label = "TensorRT"
-    symmetric_only = True
-    constant_qparams = True
-    strict_weight_axis = True
-    strict_activation_per_tensor = True
-    dangling_q = ERROR
-    weight_only_ok = True
-    fuses = trt_ops.FUSES
-
     def qdq_type_problem(self, q: QdqNode, index: GraphIndex) -> str | None:
         allowed = trt_ops.QUANTIZE_TYPES if q.is_q else trt_ops.DEQUANTIZE_TYPES
         if q.qtype not in allowed:
@@ -77,10 +73,6 @@ class TensorRT(Target):
 
 
 class OrtCpu(Target):
-    name = "ort-cpu"
-    label = "ONNX Runtime (CPU)"
-    fuses = ort_kernels.FUSES
-
     def _since(self, index: GraphIndex, domain: str, op: str) -> tuple[int | None, bool]:
         """(schema version the node resolves to, whether the schema has a function body ORT can expand)."""
         import onnx.defs
@@ -136,4 +128,9 @@ class OrtCpu(Target):
                           f"{ort_kernels.ort_version()} (up to {ort_kernels.max_onnx_opset(kernels)}); --load-test tells")
 
 
-TARGETS: dict[str, Target] = {"tensorrt": TensorRT(), "ort-cpu": OrtCpu()}
+CHECKERS: dict[str, type[Target]] = {"tensorrt": TensorRT, "onnxruntime": OrtCpu}
+
+
+def checker_for(profile: TargetProfile) -> Target:
+    """The checks of ``profile``'s backend, enforcing what the profile says."""
+    return CHECKERS[profile.backend](profile)

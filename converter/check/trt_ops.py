@@ -28,8 +28,3 @@ QUANTIZE_TYPES = frozenset({"int8", "float8e4m3fn"})
 DEQUANTIZE_TYPES = frozenset({"int8", "float8e4m3fn", "int4", "float4e2m1"})
 WEIGHT_ONLY_TYPES = frozenset({"int4", "float4e2m1"})
 
-# ops whose Q/DQ-quantized inputs or outputs TensorRT fuses into INT8 kernels, or moves Q/DQ across
-FUSES = frozenset("""
-Conv ConvTranspose MatMul Gemm Add Concat MaxPool AveragePool GlobalAveragePool GlobalMaxPool Relu
-LeakyRelu Clip Reshape Transpose Flatten Squeeze Unsqueeze Slice Pad Resize Gather Split Identity
-""".split())

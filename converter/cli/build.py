@@ -5,12 +5,14 @@ from pathlib import Path
 
 import click
 
-_TARGETS = ["ort-cpu", "ort-cuda", "ort-trt", "ort-edge", "tensorrt"]
+from runtime.manifest import TARGETS
+
+from .target_options import cpu_option
 
 
 @click.command("build")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", "-t", required=True, type=click.Choice(_TARGETS),
+@click.option("--target", "-t", required=True, type=click.Choice(list(TARGETS)),
               help="ort-cpu/ort-cuda/ort-trt: ONNX Runtime-optimized .onnx for that provider; ort-edge: .ort for "
                    "ONNX Runtime Mobile; tensorrt: native TensorRT engine.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
@@ -25,14 +27,16 @@ _TARGETS = ["ort-cpu", "ort-cuda", "ort-trt", "ort-edge", "tensorrt"]
 @click.option("--opt-level", type=click.Choice(["basic", "extended", "all"]),
               help="ONNX Runtime optimization level (default: extended for ort-cpu, basic for ort-cuda/ort-trt).")
 @click.option("--edge-platform", type=click.Choice(["arm", "amd64"]), help="ort-edge: tune for this CPU family.")
+@cpu_option()
 @click.option("--device-id", type=int, default=0, show_default=True, help="CUDA device (ort-cuda, ort-trt).")
 def command(model: Path, target: str, output: Path | None, shapes: tuple[str, ...], fp16: bool,
             workspace_gb: float | None, timing_cache: Path | None, opt_level: str | None,
-            edge_platform: str | None, device_id: int) -> None:
+            edge_platform: str | None, cpu: str, device_id: int) -> None:
     """Build MODEL (a QDQ ONNX file) for --target and write a manifest that Engine.load reads."""
     from converter.build import BuildConfig, build, parse_shapes
 
     config = BuildConfig(opt_level=opt_level, shapes=parse_shapes(shapes), fp16=fp16, workspace_gb=workspace_gb,
-                         timing_cache=timing_cache, device_id=device_id, edge_platform=edge_platform)
+                         timing_cache=timing_cache, device_id=device_id, edge_platform=edge_platform,
+                         cpu=cpu)
     result = build(model, target, output, config)
     click.echo(result.describe())

@@ -7,6 +7,7 @@ import click
 
 from .data_options import data_options, open_model_data
 from .errors import one_line_errors
+from .target_options import cpu_option, target_option
 
 
 def _parse_smoothquant(value: str | None) -> float | str | None:
@@ -49,8 +50,8 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
               help="SmoothQuant migration strength in [0, 1], or 'auto' (per layer, needs --data).")
 @click.option("--exclude", multiple=True, metavar="NAME|op:TYPE|re:REGEX",
               help="Keep in float: a node name, an op type (op:Gemm) or a node-name regex (re:^/pooler). Repeatable.")
-@click.option("--target", type=click.Choice(["ort-cpu", "tensorrt"]), default="ort-cpu", show_default=True,
-              help="Backend whose INT8 kernels the Q/DQ placement is made for.")
+@target_option("Backend whose INT8 kernels the Q/DQ placement is made for.", default="ort-cpu", show_default=True)
+@cpu_option()
 @click.option("--quantize-attention/--no-quantize-attention", default=None,
               help="Quantize the activation x activation MatMuls of attention (default: yes for ort-cpu).")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight scales.")
@@ -75,7 +76,7 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
               help="Output .onnx file.")
 def command(model: Path, calib: Path | None, data: str | None, num_samples: int | None, batch_size: int,
             max_length: int, tokenizer: str | None, method: str | None, smoothquant: str | None,
-            exclude: tuple[str, ...], target: str, quantize_attention: bool | None, per_tensor: bool,
+            exclude: tuple[str, ...], target: str, cpu: str, quantize_attention: bool | None, per_tensor: bool,
             target_accuracy: str | None, weights: str | None, group_size: int, algo: str, act_order: bool,
             asymmetric: bool, damp: float, weight_format: str, dynamic_activations: bool, eval_data: str | None,
             output: Path) -> None:
@@ -104,7 +105,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
         sq = _parse_smoothquant(smoothquant)
         if calib is None and data is None:
             raise click.UsageError("give --calib TABLE.json or --data SOURCE")
-        config = QuantConfig(smoothquant=sq, target=target, quantize_attention=quantize_attention,
+        config = QuantConfig(smoothquant=sq, target=target, cpu=cpu, quantize_attention=quantize_attention,
                              per_channel=not per_tensor, **_split_excludes(exclude))
         if not model.is_file():
             raise click.ClickException(f"model file not found: {model}")
@@ -123,7 +124,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
         else:
             out = quantize_file(model, output, table, config, calib_data=feeds, calib_config=calib_config)
     size = out.stat().st_size / 1e6
-    click.echo(f"wrote {out} ({size:.1f} MB, target {target}, smoothquant {sq if sq is not None else 'off'})")
+    click.echo(f"wrote {out} ({size:.1f} MB, target {config.profile.key}, smoothquant {sq if sq is not None else 'off'})")
 
 
 def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, held: list | None,  # noqa: ANN001

@@ -82,7 +82,7 @@ class InsertQDQPass(InPlacePass):
                     weight_cache[key] = self._quantize_weight(w, axis)
                 wq, wqp = weight_cache[key]
                 node.replace_input_with(idx, self._dq_node(wq, wqp, f"{w.name}_dequantized", w))
-            if plan.bias is not None and wqp is not None:
+            if plan.bias is not None and wqp is not None and self.config.profile.int32_bias:
                 b = node.inputs[plan.bias]
                 node.replace_input_with(plan.bias, self._quantize_bias(b, x_qp.scale, wqp))
             if plan.output:
@@ -166,7 +166,7 @@ class InsertQDQPass(InPlacePass):
 
     def _quantize_weight(self, w: ir.Value, axis: int | None) -> tuple[ir.Value, QParams]:
         arr = const_array(w).astype(np.float32)
-        qp = weight_qparams(arr, axis, name=w.name or "")
+        qp = weight_qparams(arr, axis, name=w.name or "", qmax=self.config.profile.weight_qmax)
         q = self._init(f"{w.name}_quantized", quantize(arr, qp))
         return q, qp
 

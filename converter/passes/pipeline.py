@@ -33,7 +33,7 @@ def preprocess(model: ir.Model, config: QuantConfig) -> ir.Model:
               ShapeInferencePass(strict_mode=False)]  # element types of intermediate values
     if config.strip_nan_guards:
         passes.append(StripNanGuardsPass())
-    if config.target == "ort-cpu" and config.avoid_skip_layernorm:
+    if config.profile.residual_sum and config.avoid_skip_layernorm:
         passes.append(ResidualSumPass())
     passes += [RemoveUnusedNodesPass(), TopologicalSortPass()]
     return run_passes(passes, model)

@@ -82,7 +82,7 @@ def _plan_node(node: ir.Node, config: QuantConfig) -> NodePlan | None:
         channels = weight.shape[rule.weight_out_axis(node) % w_rank]
         if b is not None and b.dtype in _NUMPY_FLOATS and len(b.shape) == 1 and b.shape[0] == channels:
             plan.bias = rule.bias  # stored int32; other bias shapes stay float
-    if rule.quantize_output and config.target == "ort-cpu" and plan.weight is not None:
+    if rule.quantize_output and config.profile.quantize_outputs and plan.weight is not None:
         out = node.outputs[0]
         plan.output = not out.is_graph_output()
     return plan
@@ -104,7 +104,7 @@ class QDQPlacementPass(InPlacePass):
                 continue
             node.meta[META_KEY] = plan
             count += 1
-        log.info("QDQ placement: %d nodes to quantize (target %s)", count, self.config.target)
+        log.info("QDQ placement: %d nodes to quantize (target %s)", count, self.config.profile.key)
         return PassResult(model, modified=count > 0)
 
 

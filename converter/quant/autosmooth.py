@@ -17,7 +17,7 @@ import numpy as np
 
 from ..calib.table import CalibrationTable
 from .config import QuantConfig
-from .scheme import activation_qparams, fake_quantize, weight_qparams
+from .scheme import WEIGHT_QMAX, activation_qparams, fake_quantize, weight_qparams
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ def _rows(samples: Sequence[np.ndarray], axis: int, rng: np.random.Generator) ->
 
 
 def group_error(x: np.ndarray, weights: list[np.ndarray], s: np.ndarray | None, lo: float, hi: float,
-                absmax: np.ndarray, dtype: str, refs: list[np.ndarray] | None = None) -> float:
+                absmax: np.ndarray, dtype: str, refs: list[np.ndarray] | None = None,
+                qmax: int = WEIGHT_QMAX) -> float:
     """Relative squared error of ``fq(x/s) @ fq(s*W)`` vs ``x @ W`` summed over the weights ([K, N]).
 
     The activation range is derived from the calibrated ``[lo, hi]`` as the SmoothQuant pass does.
@@ -51,7 +52,7 @@ def group_error(x: np.ndarray, weights: list[np.ndarray], s: np.ndarray | None, 
     refs = refs if refs is not None else [x @ w for w in weights]
     for w, ref in zip(weights, refs):
         ws = w * s[:, None]
-        wq = fake_quantize(ws, weight_qparams(ws, 1))
+        wq = fake_quantize(ws, weight_qparams(ws, 1, qmax=qmax))
         num += float(np.square(xq @ wq - ref).sum())
         den += float(np.square(ref).sum())
     return num / max(den, 1e-30)
@@ -69,7 +70,7 @@ def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: Cal
     from ..passes._utils import const_array
     from ..passes.smoothquant import smoothing_scales, weight_channel_absmax
 
-    dtype = config.resolved_activation_dtype
+    dtype, qmax = config.resolved_activation_dtype, config.profile.weight_qmax
     chosen: dict[str, float | None] = {}
     found: dict[str, tuple[float | None, float, float, float]] = {}  # alpha, error, unsmoothed error, output ms
     for g in groups:
@@ -79,7 +80,7 @@ def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: Cal
             continue
         r = table.get(name)
         key = (name, tuple((node.name, idx, in_axis) for node, idx, in_axis in g.targets), r.lo, r.hi, dtype,
-               tuple(config.auto_alphas))
+               qmax, tuple(config.auto_alphas))
         if searched is not None and key in searched:
             found[name] = searched[key]
             continue
@@ -90,11 +91,11 @@ def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: Cal
             weights.append(w if in_axis == 0 else w.T)
         a = table.channel_absmax[name]
         refs = [x @ w for w in weights]
-        base = group_error(x, weights, None, r.lo, r.hi, a, dtype, refs)
+        base = group_error(x, weights, None, r.lo, r.hi, a, dtype, refs, qmax)
         best, best_err = None, base
         w_absmax = weight_channel_absmax(g)
         for alpha in config.auto_alphas:
-            err = group_error(x, weights, smoothing_scales(a, w_absmax, alpha), r.lo, r.hi, a, dtype, refs)
+            err = group_error(x, weights, smoothing_scales(a, w_absmax, alpha), r.lo, r.hi, a, dtype, refs, qmax)
             if err < best_err:
                 best, best_err = alpha, err
         found[name] = (best, best_err, base, sum(float(np.square(ref).mean()) for ref in refs))

@@ -5,11 +5,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
+from ..targets import CPU_CHOICES, TARGETS, TargetProfile, UnknownTargetError, get_profile
 from .errors import QuantizationError
 
 Target = Literal["ort-cpu", "tensorrt"]
 SmoothQuant = Union[float, Literal["auto"], None]
-TARGETS: tuple[str, ...] = ("ort-cpu", "tensorrt")
 ACTIVATION_DTYPES: tuple[str, ...] = ("uint8", "int8")
 AUTO_ALPHAS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -20,7 +20,10 @@ class QuantConfig:
 
     ``smoothquant``: ``None`` (off), an alpha in [0, 1], or ``"auto"`` (alpha chosen per layer
     from ``auto_alphas`` by the measured output error on a few calibration batches).
-    ``activation_dtype``: ``None`` picks the target's fast choice (see ``resolved_activation_dtype``).
+    ``target`` and ``cpu`` pick the ``TargetProfile`` (``converter.targets``) that decides the numeric
+    scheme and placement; ``cpu`` (ort-cpu: ``auto`` = this machine, ``vnni``, ``avx2``, ``arm64``,
+    ``portable``) chooses the scheme that is exact on that CPU family.
+    ``activation_dtype``: ``None`` follows the profile (see ``resolved_activation_dtype``).
     ``quantize_attention``: also quantize the activation x activation MatMuls (Q.K^T, P.V);
     ``None`` follows the target (see ``resolved_quantize_attention``).
     ``strip_nan_guards``: remove the ``Where(IsNaN(Softmax(x)), 0, ...)`` guard of exported
@@ -36,6 +39,7 @@ class QuantConfig:
     exclude_patterns: tuple[str, ...] = ()
     per_channel: bool = True
     target: Target = "ort-cpu"
+    cpu: str = "auto"
     activation_dtype: str | None = None
     quantize_attention: bool | None = None
     strip_nan_guards: bool = True
@@ -48,6 +52,8 @@ class QuantConfig:
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise QuantizationError(f"unknown target '{self.target}'; choose one of {', '.join(TARGETS)}")
+        if self.cpu not in CPU_CHOICES:
+            raise QuantizationError(f"unknown cpu '{self.cpu}'; choose one of {', '.join(CPU_CHOICES)}")
         sq = self.smoothquant
         if sq is not None and sq != "auto":
             if isinstance(sq, bool) or not isinstance(sq, (int, float)) or not 0.0 <= float(sq) <= 1.0:
@@ -67,8 +73,17 @@ class QuantConfig:
             raise QuantizationError(f"auto_alphas must be non-empty values in [0, 1], got {self.auto_alphas}")
 
     @property
+    def profile(self) -> TargetProfile:
+        """The target profile this config quantizes for (``cpu='auto'``: the CPU this process runs on)."""
+        try:
+            return get_profile(self.target, self.cpu)
+        except UnknownTargetError as exc:
+            raise QuantizationError(str(exc)) from None
+
+    @property
     def resolved_activation_dtype(self) -> str:
-        """uint8 (asymmetric) for ORT CPU, int8 (symmetric) for TensorRT, unless set explicitly.
+        """The profile's activation type unless set explicitly: uint8 (asymmetric) for ORT CPU, int8
+        (symmetric) for TensorRT.
 
         ORT CPU: measured on AVX512-VNNI with ORT 1.32, asymmetric uint8 activations let every
         ``DQ -> MatMul`` fuse into ``MatMulIntegerToFloat`` (MLAS u8s8, the VNNI ``vpdpbusd`` form),
@@ -79,17 +94,17 @@ class QuantConfig:
         """
         if self.activation_dtype is not None:
             return self.activation_dtype
-        return "int8" if self.target == "tensorrt" else "uint8"
+        return self.profile.activation_dtype
 
     @property
     def resolved_quantize_attention(self) -> bool:
-        """ORT CPU: yes. Measured on MiniLM (batch 8, seq 128): Q.K^T and P.V as
-        ``MatMulIntegerToFloat`` cut latency ~8% for a mean cosine change of -0.0003. TensorRT: no,
-        its fused attention kernels want float (or FP8) inputs unless the graph matches its
-        INT8 MHA pattern."""
+        """The profile's choice unless set. ORT CPU: yes. Measured on MiniLM (batch 8, seq 128): Q.K^T
+        and P.V as ``MatMulIntegerToFloat`` cut latency ~8% for a mean cosine change of -0.0003.
+        TensorRT: no, its fused attention kernels want float (or FP8) inputs unless the graph matches
+        its INT8 MHA pattern."""
         if self.quantize_attention is not None:
             return self.quantize_attention
-        return self.target == "ort-cpu"
+        return self.profile.quantize_attention
 
     def is_excluded(self, node_name: str, op_type: str) -> bool:
         """True when a node is excluded by name, op type, or regex pattern on its name."""

@@ -52,8 +52,9 @@ def activation_qparams(lo: float, hi: float, dtype: str = "uint8", *, name: str 
     return QParams(np.asarray(scale, np.float32), np.asarray(zp, dtype), dtype)
 
 
-def weight_qparams(w: np.ndarray, axis: int | None, *, name: str = "") -> QParams:
-    """Symmetric int8 parameters for a weight: one scale per slice along ``axis`` (None: per tensor)."""
+def weight_qparams(w: np.ndarray, axis: int | None, *, name: str = "", qmax: int = WEIGHT_QMAX) -> QParams:
+    """Symmetric int8 parameters for a weight: one scale per slice along ``axis`` (None: per tensor),
+    on the grid [-qmax, qmax] (127; 63 for 7-bit "reduce range" weights)."""
     w = np.asarray(w, np.float32)
     if not np.all(np.isfinite(w)):
         raise QuantizationError(f"weight '{name}' contains NaN or Inf")
@@ -63,7 +64,7 @@ def weight_qparams(w: np.ndarray, axis: int | None, *, name: str = "") -> QParam
         axis = axis % w.ndim
         reduce = tuple(i for i in range(w.ndim) if i != axis)
         amax = np.abs(w).max(axis=reduce, initial=0.0).astype(np.float32)
-    scale = np.maximum(amax / WEIGHT_QMAX, _TINY).astype(np.float32)
+    scale = np.maximum(amax / qmax, _TINY).astype(np.float32)
     return QParams(scale, np.zeros(scale.shape, np.int8), "int8", axis)
 
 

@@ -1,0 +1,109 @@
+"""Target profiles: one registry read by quantization, check, build and the runtime's saturation warning."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from int8_numerics import assert_fused_close, run_exact
+from onnx import helper, numpy_helper
+from qdq_graphs import calibrate_table, make_model, run
+
+from converter.check import check_model
+from converter.check.graph import GraphIndex, qdq_nodes
+from converter.check.saturation import saturation_findings, u8s8_layers
+from converter.quant.config import QuantConfig
+from converter.quant.errors import QuantizationError
+from converter.quantize import quantize
+from converter.targets import PROFILES, get_profile, host_cpu_family
+from runtime.cpu import CpuInt8, cpu_int8, saturation_warning
+
+AVX2 = CpuInt8("x86_64", frozenset({"avx2"}))
+VNNI = CpuInt8("x86_64", frozenset({"avx2", "avx512_vnni"}))
+
+
+def _layers_model() -> onnx.ModelProto:
+    """Conv -> Relu -> flatten -> MatMul -> Gemm: every kind of u8xs8 layer ORT fuses."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("MatMul", ["f", "w2"], ["h"], name="fc1"),
+             helper.make_node("Gemm", ["h", "w3", "b3"], ["y"], name="fc2", transB=1)]
+    inits = {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3,
+             "b": rng.standard_normal(8).astype(np.float32) * 0.1,
+             "w2": rng.standard_normal((8 * 8 * 8, 64)).astype(np.float32) * 0.05,
+             "w3": rng.standard_normal((10, 64)).astype(np.float32) * 0.1,
+             "b3": rng.standard_normal(10).astype(np.float32) * 0.1}
+    return make_model(nodes, {"x": ["batch", 3, 8, 8]}, ["y"], inits)
+
+
+def _batches(seed: int, n: int = 3) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)  # images in [0, 4): wide uint8 activations, the case that saturates
+    return [{"x": (rng.random((4, 3, 8, 8), dtype=np.float32) * 4)} for _ in range(n)]
+
+
+def _max_weight_q(model: onnx.ModelProto) -> int:
+    index = GraphIndex(model)
+    return max(m for _, m in u8s8_layers(index, qdq_nodes(index)))
+
+
+def test_registry_resolves_cpu_families() -> None:
+    assert {"ort-cpu/vnni", "ort-cpu/avx2", "ort-cpu/arm64", "ort-cpu/portable", "tensorrt"} <= set(PROFILES)
+    assert get_profile("ort-cpu", "avx2").weight_qmax == 63 and get_profile("ort-cpu", "vnni").weight_qmax == 127
+    assert get_profile("ort-cpu", "portable").weight_bits == 7
+    assert get_profile("tensorrt").activation_dtype == "int8" and not get_profile("tensorrt").int32_bias
+    expected = "avx2" if cpu_int8().u8s8_saturates else ("arm64" if cpu_int8().arch == "arm64" else "vnni")
+    assert host_cpu_family() == expected == get_profile("ort-cpu", "auto").cpu
+    with pytest.raises(QuantizationError, match="unknown cpu 'avx9'"):
+        QuantConfig(cpu="avx9")
+
+
+@pytest.mark.parametrize("cpu", ["avx2", "portable"])
+def test_seven_bit_profiles_are_exact_on_every_cpu(cpu: str) -> None:
+    """The avx2/portable scheme keeps every pair of u8xs8 products inside int16: the fused kernels equal
+    exact integer math on this CPU, whatever it is (2%, the tolerance of CPUs with exact dot products)."""
+    model = _layers_model()
+    q = quantize(model, calibrate_table(model, _batches(1)), QuantConfig(cpu=cpu))
+    assert _max_weight_q(q) <= 63
+    meta = {p.key: p.value for p in q.metadata_props}
+    assert meta["qdq.profile"] == f"ort-cpu/{cpu}" and meta["qdq.int8.exact_needs_vnni"] == "0"
+    feeds = _batches(7, 1)[0]
+    ref, exact, fused = run(model, feeds)[0], run_exact(q, feeds)["y"], run(q, feeds)[0]
+    assert np.abs(exact - ref).max() < 0.05 * np.abs(ref).max()
+    err = np.abs(fused - exact).max()
+    assert err <= 0.02 * np.abs(exact).max(), f"{cpu_int8().describe()}: fused differs from exact by {err}"
+    assert check_model(q, "ort-cpu").ok
+
+
+def test_vnni_model_fails_the_avx2_check_and_warns_on_saturating_cpus() -> None:
+    model = _layers_model()
+    q = quantize(model, calibrate_table(model, _batches(1)), QuantConfig(cpu="vnni"))
+    assert _max_weight_q(q) > 63
+    assert check_model(q, "ort-cpu", cpu="vnni").ok
+    report = check_model(q, "ort-cpu", cpu="avx2")
+    assert not report.ok and any(f.rule == "weight-range" and "--cpu avx2" in f.message for f in report.violations)
+    index = GraphIndex(q)
+    layers = u8s8_layers(index, qdq_nodes(index))
+    assert [f.rule for f in saturation_findings(layers, AVX2)] == ["saturation"]
+    assert list(saturation_findings(layers, VNNI)) == []
+    meta = {p.key: p.value for p in q.metadata_props}
+    assert "re-quantize with --cpu avx2" in saturation_warning(meta, "m.onnx", AVX2)
+    assert saturation_warning(meta, "m.onnx", VNNI) is None
+
+
+def test_tensorrt_quantize_output_passes_tensorrt_check() -> None:
+    """Both read the tensorrt profile: float biases, symmetric int8, per-tensor activations."""
+    model = _layers_model()
+    q = quantize(model, calibrate_table(model, _batches(1), symmetric=True), QuantConfig(target="tensorrt"))
+    report = check_model(q, "tensorrt")
+    assert report.ok, report.render()
+    assert not [i for i in q.graph.initializer if numpy_helper.to_array(i).dtype == np.int32]
+
+
+def test_fused_path_on_this_cpu_for_the_vnni_scheme() -> None:
+    """The vnni scheme on this CPU: exact where dot products are exact, within the stated saturation
+    tolerance elsewhere (tests/int8_numerics.py)."""
+    model = _layers_model()
+    q = quantize(model, calibrate_table(model, _batches(1)), QuantConfig(cpu="vnni"))
+    feeds = _batches(7, 1)[0]
+    assert_fused_close(run(q, feeds)[0], run_exact(q, feeds)["y"])
