@@ -112,3 +112,24 @@ def test_exclusions_are_checked_in_the_api(digits_cnn_onnx: Path, tables: dict[s
     table = CalibrationTable.load(tables["symmetric"])
     with pytest.raises(QuantizationError, match="'op:MatMul' matches no op type"):
         quantize(digits_cnn_onnx, table, QuantConfig(exclude_op_types=("MatMul",)))
+
+
+def test_weight_only_exclude_matching_nothing_is_an_error(tmp_path: Path) -> None:
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from converter.llm.config import WeightOnlyConfig, WeightQuantError
+    from converter.llm.weight_only import quantize_weights
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["A", "W"], ["Y"], name="proj")], "g",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", 16])],
+        [numpy_helper.from_array(np.ones((64, 16), np.float32), "W")])
+    path = tmp_path / "mm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
+    with pytest.raises(WeightQuantError, match=r"--exclude 'prj' names no MatMul with a constant weight \(near: 'proj'\)"):
+        quantize_weights(path, tmp_path / "q.onnx", WeightOnlyConfig(group_size=32, exclude=("prj",)))
+    assert not (tmp_path / "q.onnx").exists()
+    with pytest.raises(WeightQuantError, match="no MatMul with a constant"):  # a real name: excluded, nothing left
+        quantize_weights(path, tmp_path / "q.onnx", WeightOnlyConfig(group_size=32, exclude=("W",)))
