@@ -26,6 +26,7 @@ from .passes.qdq_placement import needed_tensors
 from .passes.smoothquant import can_absorb, find_groups
 from .quant.config import QuantConfig
 from .quant.errors import QuantizationError
+from .quant.exclude import check_exclusions, node_names_and_ops
 from .targets import profile_metadata
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,13 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
         raise QuantizationError("quantize needs a calibration table or calibration data (--calib or --data)")
     if table is not None and not isinstance(table, CalibrationTable):
         raise CalibrationError(f"expected a CalibrationTable, got {type(table).__name__}")
-    m = pipeline.preprocess(_load_ir(model), config)
+    if table is not None:
+        table.validate()  # an edited NaN or inverted range fails for every target, not only where it is used as is
+    m = _load_ir(model)
+    named = node_names_and_ops(m) if config.exclude_nodes or config.exclude_op_types or config.exclude_patterns else []
+    m = pipeline.preprocess(m, config)
+    if named:  # names as the user sees them (qdq inspect), and as placement sees them after the cleanups
+        check_exclusions(config, named + node_names_and_ops(m))
     needed = needed_tensors(m, config)
     if not needed:
         raise QuantizationError(

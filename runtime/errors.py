@@ -12,3 +12,7 @@ class InputError(ValueError):
 
 class BackendUnavailableError(EngineError):
     """The backend needed for an artifact is not installed or has no device here."""
+
+
+class OutputError(Exception):
+    """An output file cannot be written there, or must not be (it is an input, or a file of another kind)."""

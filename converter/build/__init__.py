@@ -66,6 +66,7 @@ def build(model_path: str | os.PathLike[str], target: str, output: str | os.Path
     """Build ``model_path`` (a QDQ ONNX file) for ``target`` into ``output`` and write its manifest."""
     from runtime.atomic import staging_dir
     from runtime.ort import OrtEngine
+    from runtime.outputs import check_output
 
     from ..inspect import load_onnx
     from .io_specs import onnx_io_specs
@@ -78,8 +79,7 @@ def build(model_path: str | os.PathLike[str], target: str, output: str | os.Path
     source = Path(model_path)
     model = load_onnx(source, load_external_data=False)
     out = output_path(source, target, output)
-    if out.resolve() == source.resolve():
-        raise BuildError(f"output {out} is the source model; choose another -o")
+    check_output(out, inputs=[source])  # before the build: writable, not the source model
     inputs, outputs = onnx_io_specs(model)
     start = time.perf_counter()
     with staging_dir(out) as staging:

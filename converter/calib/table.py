@@ -77,9 +77,36 @@ class CalibrationTable:
         try:
             tensors = {k: TensorRange(**v) for k, v in data["tensors"].items()}
             chans = {k: np.asarray(v, dtype=np.float32) for k, v in data.get("channel_absmax", {}).items()}
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"malformed calibration table: {exc}") from None
-        return cls(tensors=tensors, channel_absmax=chans, meta=dict(data.get("meta", {})))
+        return cls(tensors=tensors, channel_absmax=chans, meta=dict(data.get("meta", {}))).validate()
+
+    def validate(self) -> "CalibrationTable":
+        """Raise ``CalibrationError`` naming the first tensor whose range, scale, min/max or channel abs-max is
+        not finite, inverted (lo > hi) or negative where it cannot be: the same for every target."""
+        for name, r in self.tensors.items():
+            rec = r.histogram if isinstance(r.histogram, dict) else {}
+            checks = [("range", r.lo, r.hi), ("min/max", rec.get("min"), rec.get("max"))]
+            for what, lo, hi in checks:
+                if what == "min/max" and lo is None and hi is None:
+                    continue  # never finite during calibration
+                try:
+                    lo, hi = float(lo), float(hi)
+                except (TypeError, ValueError):
+                    raise CalibrationError(f"tensor '{name}' has a non-numeric {what} [{lo}, {hi}]") from None
+                if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+                    raise CalibrationError(f"tensor '{name}' has an invalid {what} [{lo}, {hi}] (must be finite, "
+                                           "low <= high); re-run `qdq calibrate` instead of editing the table")
+            try:
+                scale = float(r.scale)
+            except (TypeError, ValueError):
+                scale = float("nan")
+            if not np.isfinite(scale) or scale <= 0:
+                raise CalibrationError(f"tensor '{name}' has an invalid scale {r.scale} (must be finite and > 0)")
+        for name, amax in self.channel_absmax.items():
+            if not np.all(np.isfinite(amax)) or np.any(amax < 0):
+                raise CalibrationError(f"tensor '{name}' has a non-finite or negative channel abs-max")
+        return self
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the table as JSON, atomically."""

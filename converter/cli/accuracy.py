@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .data_options import data_options, open_model_data
+from .outputs import check_outputs
 
 
 def latency_probe(batch: int = 8, sequence: int = 128, runs: int = 10):  # noqa: ANN201
@@ -61,6 +62,7 @@ def command(model: Path, calib: Path | None, data: str, num_samples: int | None,
     from runtime import Engine
     from runtime.atomic import atomic_write
 
+    check_outputs([(json_path, None)], [model, calib, data])  # before the long analysis
     with Engine.load(model) as eng:
         specs = eng.input_specs
     batches = list(open_model_data(model, specs, data, num_samples, batch_size, max_length, tokenizer))

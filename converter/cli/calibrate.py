@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .errors import one_line_errors
+from .outputs import check_outputs, force_option
 
 
 def _tokenizer_dir(model: Path, tokenizer: str | None) -> Path | None:
@@ -64,9 +65,10 @@ def _input_specs(model: Path) -> list:
               help="Calibrate every float activation (inputs and outputs of MatMul, Add, Softmax, LayerNorm, ...), "
                    "as onnxruntime's calibrators do, not only the tensors `qdq quantize` can quantize.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@force_option
 def command(model: Path, data: str, method: str, num_samples: int | None, batch_size: int, percentile: float,
             asymmetric: bool, max_length: int, tokenizer: str | None, num_bins: int, output: Path,
-            trt_cache: Path | None, all_tensors: bool, no_progress: bool) -> None:
+            trt_cache: Path | None, all_tensors: bool, no_progress: bool, force: bool) -> None:
     """Calibrate MODEL (FP32 ONNX) on --data and write per-tensor ranges to -o."""
     from calibration_data import DataError, open_data
 
@@ -74,6 +76,7 @@ def command(model: Path, data: str, method: str, num_samples: int | None, batch_
     from converter.calib.table import CalibrationError
     from converter.calibrate import calibrate
 
+    check_outputs([(output, "json"), (trt_cache, "text")], [model, data], force)
     started = time.perf_counter()
     with one_line_errors():
         try:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .data_options import data_options, open_model_data
+from .outputs import check_outputs, force_option
 
 
 def _fmt(v: float | None, spec: str = ".4f") -> str:
@@ -27,13 +28,15 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write an HTML page with plots (implies --per-layer).")
+@force_option
 def command(reference: Path, candidate: Path, data: str, num_samples: int | None, batch_size: int, max_length: int,
-            tokenizer: str | None, per_layer: bool, top: int, json_path: Path | None, html_path: Path | None) -> None:
+            tokenizer: str | None, per_layer: bool, top: int, json_path: Path | None, html_path: Path | None, force: bool) -> None:
     """Compare CANDIDATE (quantized) with REFERENCE (FP32) on --data: cosine, SNR, errors, top-1."""
     from converter.compare import compare_models
     from runtime import Engine
     from runtime.atomic import atomic_write
 
+    check_outputs([(json_path, "json"), (html_path, "html")], [reference, candidate, data], force)
     with Engine.load(reference) as eng:
         specs = eng.input_specs
     feeds = open_model_data(reference, specs, data, num_samples, batch_size, max_length, tokenizer)

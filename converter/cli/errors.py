@@ -12,9 +12,9 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from calibration_data import DataError
     from converter.calib.table import CalibrationError
     from converter.errors import ConverterError
-    from runtime.errors import EngineError, InputError
+    from runtime.errors import EngineError, InputError, OutputError
 
-    return (ConverterError, EngineError, InputError, CalibrationError, DataError)
+    return (ConverterError, EngineError, InputError, OutputError, CalibrationError, DataError)
 
 
 @contextlib.contextmanager

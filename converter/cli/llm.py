@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from .outputs import check_outputs, force_option
+
 
 def _read_text(data: str) -> str:
     """A text file path, or a shipped sample set as ``builtin:NAME``."""
@@ -32,6 +34,7 @@ def export_lm(model: str, output: Path, opset: int | None, atol: float, no_check
     """Export a causal LM with past key/values as inputs and outputs (dynamic batch, sequence, past)."""
     from converter.llm.export import export_causal_lm
 
+    check_outputs([(output, None)], [model])
     result = export_causal_lm(model, output, opset=opset, check=not no_check, atol=atol)
     click.echo(f"wrote {result.path} in {result.seconds:.1f}s (opset {result.opset}, "
                f"max abs diff vs torch {result.worst_diff:.3g})")
@@ -99,8 +102,10 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .onnx file.")
 @weight_options
-def quantize_weights_cmd(model: Path, output: Path, **options) -> None:  # noqa: ANN003
+@force_option
+def quantize_weights_cmd(model: Path, output: Path, force: bool, **options) -> None:  # noqa: ANN003
     """Weight-only INT4/INT8 quantization of MatMul weights (RTN or GPTQ) for ONNX Runtime."""
+    check_outputs([(output, "onnx")], [model, options.get("data")], force)
     result = quantize_weights_api(model, output, **options)
     click.echo(f"wrote {result.path}: {len(result.quantized)} MatMuls as {result.config.label}, "
                f"weights {result.float_bytes / 1e6:.2f} MB -> {result.quantized_bytes / 1e6:.2f} MB "

@@ -7,6 +7,7 @@ import click
 
 from .data_options import data_options, open_model_data
 from .errors import one_line_errors
+from .outputs import check_outputs, force_option
 from .target_options import cpu_option, target_option
 
 
@@ -74,12 +75,13 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
               help="Held-out data for --target-accuracy (default: the last quarter of --data).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .onnx file.")
+@force_option
 def command(model: Path, calib: Path | None, data: str | None, num_samples: int | None, batch_size: int,
             max_length: int, tokenizer: str | None, method: str | None, smoothquant: str | None,
             exclude: tuple[str, ...], target: str, cpu: str, quantize_attention: bool | None, per_tensor: bool,
             target_accuracy: str | None, weights: str | None, group_size: int, algo: str, act_order: bool,
             asymmetric: bool, damp: float, weight_format: str, dynamic_activations: bool, eval_data: str | None,
-            output: Path) -> None:
+            output: Path, force: bool) -> None:
     """Quantize MODEL.onnx to static INT8 (QDQ) with ranges from --calib or from --data.
 
     --data also drives --smoothquant auto (alpha chosen per layer) and re-measures the ranges of
@@ -88,6 +90,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
     from converter.quant.config import QuantConfig
     from converter.quantize import quantize_file
 
+    check_outputs([(output, "onnx")], [model, calib, data, eval_data], force)
     if weights is not None:
         if calib is not None or smoothquant is not None or target_accuracy is not None:
             raise click.UsageError("--weights (weight-only) does not combine with --calib, --smoothquant or --target-accuracy")

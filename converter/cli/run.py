@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .outputs import check_outputs, force_option
+
 _PROVIDERS = click.option("--provider", "providers", multiple=True,
                           help="Execution provider: cpu (default), cuda, tensorrt. Repeat for a fallback list.")
 
@@ -31,14 +33,16 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 @click.option("--sequence", type=int, default=128, show_default=True, help="Sequence length for --synthetic.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Save outputs as .npz.")
 @_PROVIDERS
+@force_option
 def run_command(model: Path, input_path: Path | None, synthetic: bool, batch: int, sequence: int,
-                output: Path | None, providers: tuple[str, ...]) -> None:
+                output: Path | None, providers: tuple[str, ...], force: bool) -> None:
     """Run MODEL once on --input feeds (or --synthetic ones) and print the outputs."""
     from runtime import Engine, synthetic_feeds
     from runtime.atomic import atomic_save_npz
 
     if input_path is None and not synthetic:
         raise click.ClickException("give --input FEEDS.npz or --synthetic")
+    check_outputs([(output, "npz")], [model, input_path], force)
     with Engine.load(model, providers=providers or None) as eng:
         feeds = _load_npz(input_path) if input_path else synthetic_feeds(eng.input_specs, batch, sequence)
         outputs = eng.run(feeds)

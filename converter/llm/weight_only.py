@@ -86,6 +86,17 @@ def find_weight_matmuls(model: ir.Model, exclude: Iterable[str] = ()) -> list[ir
     return [n for n in model.graph if _weight(n) is not None and not (_names(n) & skip)]
 
 
+def _check_exclude(model: ir.Model, exclude: Iterable[str]) -> None:
+    """Every excluded name must name a quantizable MatMul (node, output or weight): a typo is an error."""
+    from ..quant.exclude import near_matches
+
+    known = set().union(*(_names(n) for n in find_weight_matmuls(model)))
+    unknown = [name for name in exclude if name not in known]
+    if unknown:
+        raise WeightQuantError("--exclude " + "; ".join(
+            f"'{name}' names no MatMul with a constant weight{near_matches(name, known)}" for name in unknown))
+
+
 def hessian_inputs(model: ir.Model, exclude: Iterable[str] = ()) -> list[str]:
     """Names of the activations feeding the quantizable MatMuls (each once)."""
     return list(dict.fromkeys(n.inputs[0].name for n in find_weight_matmuls(model, exclude)))
@@ -103,6 +114,7 @@ def quantize_model(
     passed instead of ``calibration`` to reuse them across runs.
     """
     t0 = time.perf_counter()
+    _check_exclude(model, config.exclude)
     targets = find_weight_matmuls(model, config.exclude)
     if not targets:
         raise WeightQuantError("the model has no MatMul with a constant 2-D float32 weight to quantize")
