@@ -107,3 +107,31 @@ def test_fused_path_on_this_cpu_for_the_vnni_scheme() -> None:
     q = quantize(model, calibrate_table(model, _batches(1)), QuantConfig(cpu="vnni"))
     feeds = _batches(7, 1)[0]
     assert_fused_close(run(q, feeds)[0], run_exact(q, feeds)["y"])
+
+
+def test_cli_cpu_option_quantize_check_build(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from converter.cli import main
+    from runtime.manifest import read_manifest
+
+    model = tmp_path / "m.onnx"
+    onnx.save(_layers_model(), model)
+    np.savez(tmp_path / "x.npz", x=np.concatenate([b["x"] for b in _batches(1)]))
+    runner = CliRunner()
+    for cpu in ("avx2", "vnni"):
+        res = runner.invoke(main, ["quantize", str(model), "--data", str(tmp_path / "x.npz"), "--cpu", cpu,
+                                   "-o", str(tmp_path / f"{cpu}.onnx")])
+        assert res.exit_code == 0 and f"target ort-cpu/{cpu}" in res.output, res.output
+    res = runner.invoke(main, ["check", str(tmp_path / "avx2.onnx"), "--target", "ort-cpu"])
+    assert res.exit_code == 0 and "ort-cpu/avx2: OK" in res.output, res.output
+    res = runner.invoke(main, ["check", str(tmp_path / "vnni.onnx"), "--target", "ort-cpu", "--cpu", "avx2"])
+    assert res.exit_code == 1 and "weight-range" in res.output, res.output
+    res = runner.invoke(main, ["build", str(tmp_path / "avx2.onnx"), "--target", "ort-cpu", "--cpu", "portable",
+                               "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    build = read_manifest(tmp_path / "out" / "avx2.cpu.onnx.manifest.json").build
+    assert build["quant_profile"] == "ort-cpu/avx2" and build["cpu"] == "portable"
+    res = runner.invoke(main, ["quantize", str(model), "--data", str(tmp_path / "x.npz"), "--cpu", "avx9",
+                               "-o", str(tmp_path / "bad.onnx")])
+    assert res.exit_code == 2 and "avx9" in res.output
