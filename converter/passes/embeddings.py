@@ -3,7 +3,8 @@
 The table is quantized symmetric per column (hidden channel), so the DequantizeLinear runs on the
 gathered rows only (axis -1) instead of on the whole table: the lookup stays as fast as in float
 and the table takes a quarter of the space (all-MiniLM-L6-v2: 47 MB of its 91 MB are the word
-embeddings).
+embeddings). Profiles whose backend takes no per-channel activation scales (TensorRT) get the
+weight-only form instead: ``Gather(DequantizeLinear(table_q), ids)``, a constant DequantizeLinear.
 """
 from __future__ import annotations
 
@@ -49,13 +50,22 @@ class QuantizeEmbeddingsPass(InPlacePass):
             q = add_initializer(graph, f"{table.name}_quantized", quantize(arr, qp), taken)
             scale = add_initializer(graph, f"{table.name}_scale", qp.scale, taken)
             zp = add_initializer(graph, f"{table.name}_zero_point", qp.zero_point, taken)
+            attrs = {"axis": ir.AttrInt64("axis", 1 if self.config.profile.embeddings == "weight-only" else -1)} \
+                if qp.axis is not None else {}
+            if self.config.profile.embeddings == "weight-only":
+                deq = ir.Value(name=unique_name(graph, f"{table.name}_dequantized", taken), shape=table.shape,
+                               type=table.type)
+                graph.insert_before(node, ir.Node("", "DequantizeLinear", [q, scale, zp], attributes=attrs,
+                                                  outputs=[deq], name=f"{table.name}_DequantizeLinear"))
+                node.replace_input_with(0, deq)
+                done += 1
+                continue
             node.replace_input_with(0, q)
             name = out.name
             out.name = unique_name(graph, f"{name}_quantized", taken)
             deq = ir.Value(name=name, shape=shape_of(out), type=out.type)  # downstream names are unchanged
             out.replace_all_uses_with(deq)
             out.type = ir.TensorType(ir.DataType.INT8)
-            attrs = {"axis": ir.AttrInt64("axis", -1)} if qp.axis is not None else {}
             dq = ir.Node("", "DequantizeLinear", [out, scale, zp], attributes=attrs, outputs=[deq],
                          name=f"{node.name or name}_DequantizeLinear")
             graph.insert_after(node, dq)

@@ -16,7 +16,8 @@ class TargetProfile:
     exact only where u8xs8 dot products are (VNNI, AMX, ARM); on other x86 CPUs they saturate.
     Placement: ``quantize_attention`` (activation x activation MatMuls), ``quantize_outputs``
     (weighted ops' outputs, so ORT runs QLinear* kernels end to end), ``residual_sum`` (residual
-    adds written as Sum: ORT's CPU SkipLayerNormalization is slow). The ``check_*`` fields say what
+    adds written as Sum: ORT's CPU SkipLayerNormalization is slow), ``embeddings`` (int8 tables
+    dequantized after the lookup, per channel, or before it as a constant). The ``check_*`` fields say what
     ``qdq check`` enforces.
     """
 
@@ -32,6 +33,7 @@ class TargetProfile:
     quantize_attention: bool = True
     quantize_outputs: bool = False
     residual_sum: bool = False
+    embeddings: str = "after-lookup"  # int8 tables dequantized after the Gather, or "weight-only" before it
     # what `qdq check` enforces
     check_symmetric_only: bool = False  # every zero point must be 0
     check_constant_qparams: bool = False  # scales and zero points must be build-time constants
@@ -46,6 +48,8 @@ class TargetProfile:
             raise ValueError(f"{self.name}: activation_dtype must be uint8 or int8")
         if not 2 <= self.weight_bits <= 8:
             raise ValueError(f"{self.name}: weight_bits must be in [2, 8]")
+        if self.embeddings not in ("after-lookup", "weight-only"):
+            raise ValueError(f"{self.name}: embeddings must be after-lookup or weight-only")
         if self.check_dangling_q not in (ERROR, WARNING):
             raise ValueError(f"{self.name}: check_dangling_q must be {ERROR!r} or {WARNING!r}")
 

@@ -15,6 +15,7 @@ PROFILES = (
         # biases stay float (TensorRT takes no int32 DequantizeLinear); Q.K^T and P.V stay float:
         # its fused attention wants float (or FP8) inputs
         quantize_attention=False, quantize_outputs=False, residual_sum=False,
+        embeddings="weight-only",  # a per-channel DequantizeLinear after Gather is a per-channel activation
         description="TensorRT explicit quantization: symmetric int8 activations and weights",
         check_symmetric_only=True, check_constant_qparams=True, check_strict_weight_axis=True,
         check_activation_per_tensor=True, check_dangling_q=ERROR, check_weight_only_ok=True, fuses=FUSES,

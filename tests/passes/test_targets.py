@@ -135,3 +135,29 @@ def test_cli_cpu_option_quantize_check_build(tmp_path) -> None:
     res = runner.invoke(main, ["quantize", str(model), "--data", str(tmp_path / "x.npz"), "--cpu", "avx9",
                                "-o", str(tmp_path / "bad.onnx")])
     assert res.exit_code == 2 and "avx9" in res.output
+
+
+def test_embeddings_follow_the_profile() -> None:
+    """ort-cpu dequantizes the gathered rows (per channel, after the lookup); tensorrt takes no per-channel
+    activation, so its table is dequantized as a constant before the Gather; both run and match FP32."""
+    from onnx import TensorProto
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"),
+             helper.make_node("MatMul", ["e", "w"], ["y"], name="proj")]
+    model = make_model(nodes, {}, ["y"], {"table": rng.standard_normal((300, 16)).astype(np.float32),
+                                          "w": rng.standard_normal((16, 8)).astype(np.float32) * 0.2})
+    model.graph.input.append(helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 5]))
+    feeds = [{"ids": rng.integers(0, 300, (4, 5))} for _ in range(2)]
+    for target, symmetric in (("ort-cpu", False), ("tensorrt", True)):
+        q = quantize(model, calibrate_table(model, feeds, symmetric=symmetric), QuantConfig(target=target))
+        gather = next(n for n in q.graph.node if n.op_type == "Gather")
+        producer = next((n for n in q.graph.node if gather.input[0] in n.output), None)
+        consumer = next(n for n in q.graph.node if gather.output[0] in n.input)
+        if target == "tensorrt":
+            assert producer is not None and producer.op_type == "DequantizeLinear"
+            assert check_model(q, "tensorrt").ok
+        else:
+            assert producer is None and consumer.op_type == "DequantizeLinear"
+        ref, exact = run(model, feeds[0])[0], run_exact(q, feeds[0])["y"]
+        assert np.abs(exact - ref).max() < 0.05 * np.abs(ref).max()
