@@ -49,5 +49,5 @@ def test_qat_readme_command_trains_the_builtin_model_with_a_bar(tmp_path: Path, 
     res = _run("qat", "--model", "digits-cnn", "--data", "builtin:digits", "--steps", "3", "--weight-bits", "4",
                "-o", out)
     assert res.exit_code == 0, res.output
-    assert "training the FP32 digits-cnn" in res.stderr and "/2 [" in res.stderr
+    assert "training the FP32 digits-cnn" in res.stderr and "/2 [" in res.stderr and "qat:" in res.stderr
     assert "training against the FP32 model" in res.stdout and out.is_file()

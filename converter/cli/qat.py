@@ -63,7 +63,7 @@ def _run(model: str, data: str | None, num_samples: int | None, batch_size: int,
     from converter.qat.pipeline import epochs, make_loss, prepare
     from converter.qat.sources import DIGITS_CNN, DIGITS_CNN_EPOCHS, load_source
 
-    from .progress import bar, stage
+    from .progress import bar, on_terminal, stage
 
     if (data is None) == (generate is None):
         raise click.ClickException("give --data (training data) or --generate N (data-free), not both")
@@ -76,7 +76,7 @@ def _run(model: str, data: str | None, num_samples: int | None, batch_size: int,
     table = CalibrationTable.load(calib) if calib is not None else None
     config = QATConfig(weight_bits=weight_bits, act_bits=act_bits or None, skip=skip)
     train_config = TrainConfig(steps=steps, lr=lr, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                               resume=resume, seed=seed)
+                               resume=resume, seed=seed, progress=on_terminal())
     torch.manual_seed(seed)
 
     if str(model) == DIGITS_CNN:
