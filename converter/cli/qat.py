@@ -85,7 +85,7 @@ def _run(model: str, data: str | None, num_samples: int | None, batch_size: int,
     else:
         with stage(f"loading {model}"):
             source = load_source(model, fp32_onnx)
-    if not distill and not source.is_lm:  # only a causal LM's data labels itself (the next token)
+    if not distill and not source.is_lm and data is not None:  # only an LM's text labels itself (next token)
         distill = True
         click.echo(f"--data has no labels for {model}: training against the FP32 model (distillation, as --distill)")
     if generate is not None:
