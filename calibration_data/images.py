@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,12 +100,30 @@ def list_images(source: Path) -> list[Path]:
                   and p.is_file() and not p.name.startswith("."))
 
 
-def load_image(path: Path, channels: int, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as uint8 [height, width, channels], converted to grayscale/RGB and resized to ``size`` (h, w)."""
+def _fit_note(img: "Image.Image", channels: int, size: tuple[int, int] | None) -> str | None:  # noqa: F821
+    """What fitting ``img`` to ``channels`` and ``size`` (h, w) changes, if anything."""
+    mode, width, height = img.mode, img.width, img.height
+    have = 3 if mode == "P" else len(img.getbands())  # a palette image is colour
+    changes = []
+    if have != channels:
+        changes.append(f"{mode} -> {'grayscale' if channels == 1 else 'RGB'}")
+    if size is not None and (width, height) != (size[1], size[0]):
+        changes.append(f"{height}x{width} -> {size[0]}x{size[1]}")
+    return ", ".join(changes) or None
+
+
+def load_image(path: Path, channels: int, size: tuple[int, int] | None,
+               on_fit: Callable[[Path, str], object] | None = None) -> np.ndarray:
+    """One image as uint8 [height, width, channels], converted to grayscale/RGB and resized to ``size`` (h, w).
+
+    ``on_fit(path, change)`` is told when the image's channel count or size had to change."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
+            note = _fit_note(img, channels, size)
+            if note is not None and on_fit is not None:
+                on_fit(path, note)
             img = img.convert("L" if channels == 1 else "RGB")
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
@@ -169,6 +187,14 @@ class ImageReader:
         self.files = list_images(self.path)
         if not self.files:
             raise DataError(f"no samples in {self.path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        self._told_fit = False
+
+    def _fitted(self, path: Path, change: str) -> None:
+        """Log, once per reader, that images are converted or resized to fit the input."""
+        if not self._told_fit:
+            self._told_fit = True
+            log.warning("%s (%s) does not match input %s: images are converted and resized to fit "
+                        "(said once)", path, change, self.spec.describe())
 
     def _to_tensor(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, C] to the spec's dtype and layout."""
@@ -195,7 +221,7 @@ class ImageReader:
         for files in self.plan.batches(self.files, self.path):
             images = []
             for path in files:
-                pixels = load_image(path, self.layout.channels, size)
+                pixels = load_image(path, self.layout.channels, size, on_fit=self._fitted)
                 size = size or pixels.shape[:2]
                 images.append(pixels)
             yield {self.spec.name: self._to_tensor(np.stack(images))}

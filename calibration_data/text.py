@@ -66,6 +66,21 @@ def read_texts(source: str | Path, *, text_field: str = "text") -> Iterator[str]
     return _lines(_resolve(source), text_field)
 
 
+def is_placeholder(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True for a tokenizer with no vocabulary beyond its special tokens: what transformers builds from a
+    folder's config alone when the folder has no tokenizer files (every word becomes the unknown token)."""
+    try:
+        return len(tokenizer) <= len(set(tokenizer.all_special_tokens))
+    except (TypeError, AttributeError):
+        return False
+
+
+def no_tokenizer_message(folder: str | Path) -> str:
+    """The one line that says ``folder`` has no usable tokenizer and what to pass instead."""
+    return (f"{folder} has no tokenizer files (tokenizer.json, vocab.txt, ...): its tokenizer would map every "
+            f"word to the unknown token; pass --tokenizer FOLDER, a folder holding the model's tokenizer")
+
+
 @functools.lru_cache(maxsize=4)
 def _load_tokenizer(folder: str) -> PreTrainedTokenizerBase:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,6 +94,8 @@ def _load_tokenizer(folder: str) -> PreTrainedTokenizerBase:
             raise DataError(f"could not load a tokenizer from {folder}: {exc}") from exc
         log.info("AutoTokenizer failed on %s (%s); using tokenizer.json directly", folder, exc)
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file))
+    if is_placeholder(tokenizer):
+        raise DataError(no_tokenizer_message(folder))
     if tokenizer.pad_token is None:
         fallback = tokenizer.eos_token or tokenizer.unk_token
         if fallback is None:

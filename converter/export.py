@@ -262,6 +262,11 @@ def export_hf(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folder = resolve_model(model_dir)
     model, tokenizer = load_hf(folder)
+    from calibration_data.text import is_placeholder
+
+    if is_placeholder(tokenizer):  # exports (the inputs come from the config), but text data will need one
+        log.warning("%s has no tokenizer files (tokenizer.json, vocab.txt, ...): calibrating on text will need "
+                    "--tokenizer FOLDER, a folder holding the model's tokenizer", folder)
     input_names = [n for n in tokenizer.model_input_names if n in _forward_params(model)]
     trace = _sample_batch(tokenizer, input_names, ["A short sentence.", "A somewhat longer second sentence for tracing shapes."])
     check_batch = _sample_batch(

@@ -54,7 +54,7 @@ _CALIB_KEYS = ("method", "percentile", "num_bins", "num_quantized_bins", "sentin
 
 def _calibrate(model: ir.Model, data: list[dict[str, np.ndarray]], tensors: list[str],
                config: QuantConfig, like: CalibrationTable | None = None,
-               calib_config: "CalibConfig | None" = None) -> CalibrationTable:
+               calib_config: "CalibConfig | None" = None, progress: bool = False) -> CalibrationTable:
     """Calibrate ``tensors`` of the float ``model`` on ``data`` with ``converter.calibrate``.
 
     Settings come from ``calib_config``, else from the metadata of ``like`` (so re-calibration
@@ -68,14 +68,14 @@ def _calibrate(model: ir.Model, data: list[dict[str, np.ndarray]], tensors: list
         saved = (like.meta.get("config") or {}) if like is not None else {}
         calib_config = CalibConfig(**{k: saved[k] for k in _CALIB_KEYS if saved.get(k) is not None})
     calib_config = dataclasses.replace(calib_config, symmetric=symmetric)
-    return calibrate(ir.to_proto(model), data, calib_config, tensors=tensors, progress=False)
+    return calibrate(ir.to_proto(model), data, calib_config, tensors=tensors, progress=progress)
 
 
 def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable | None,
              config: QuantConfig | None = None, *,
              calib_data: Iterable[dict[str, np.ndarray]] | None = None,
              calib_config: "CalibConfig | None" = None,
-             smoothquant_cache: dict | None = None) -> onnx.ModelProto:
+             smoothquant_cache: dict | None = None, progress: bool = False) -> onnx.ModelProto:
     """Return the static INT8 (QDQ) version of a float ONNX model.
 
     ``table``: calibrated ranges of the float model (``qdq calibrate``); None to calibrate here on
@@ -83,7 +83,8 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
     smoothing, to re-measure the ranges of the smoothed tensors; ``calib_config`` sets the method
     when calibrating here. ``smoothquant_cache``: an empty dict shared by calls that quantize the
     same model with the same table and data under different exclusions (mixed precision): the
-    activations ``smoothquant='auto'`` captures and its per-group searches are reused.
+    activations ``smoothquant='auto'`` captures and its per-group searches are reused. ``progress``:
+    tqdm bars on stderr for calibration and SmoothQuant auto's capture and search.
     Raises ``CalibrationError`` when the table lacks a tensor the model quantizes,
     ``QuantizationError`` for bad settings, ``ModelFileError`` for unreadable models.
     """
@@ -106,17 +107,17 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
             f"nothing to quantize: no {'/'.join(config.op_types)} with a float activation and a constant "
             "weight (after exclusions)")
     if table is None:
-        table = _calibrate(m, data, needed, config, calib_config=calib_config)
+        table = _calibrate(m, data, needed, config, calib_config=calib_config, progress=progress)
     elif needed and not any(n in table.tensors for n in needed):
         raise CalibrationError(
             f"the calibration table has none of the {len(needed)} tensors this model quantizes "
             f"(e.g. '{needed[0]}'); it was made for another model"
         )
     table = _match_symmetry(table, config)
-    alphas = _smoothquant_alphas(m, table, config, data, smoothquant_cache)
+    alphas = _smoothquant_alphas(m, table, config, data, smoothquant_cache, progress)
     m, table = pipeline.smooth(m, table, config, alphas)
     if alphas is not None and data:
-        table = _recalibrate_smoothed(m, table, config, data)
+        table = _recalibrate_smoothed(m, table, config, data, progress)
     m = pipeline.insert_qdq(m, table, config)
     proto = ir.to_proto(m)
     proto.producer_name = proto.producer_name or "qdq"
@@ -145,12 +146,14 @@ def _match_symmetry(table: CalibrationTable, config: QuantConfig) -> Calibration
 
 
 def _smoothquant_alphas(m: ir.Model, table: CalibrationTable, config: QuantConfig,
-                        data: list[dict[str, np.ndarray]] | None, cache: dict | None = None):
+                        data: list[dict[str, np.ndarray]] | None, cache: dict | None = None,
+                        progress: bool = False):
     sq = config.smoothquant
     if sq is None or sq != "auto":
         return None if sq is None else float(sq)
     if not data:
         raise QuantizationError("--smoothquant auto measures the error on calibration data; pass --data")
+    from .progress import bar
     from .quant.autosmooth import choose_alphas
     from .quant.capture import capture
 
@@ -161,13 +164,17 @@ def _smoothquant_alphas(m: ir.Model, table: CalibrationTable, config: QuantConfi
     samples = cache.setdefault("samples", {})
     missing = [g.name for g in groups if g.name not in samples]
     if missing:
-        samples.update(capture(m, missing, data[: config.auto_batches]))
+        batches = data[: config.auto_batches]
+        with bar(progress, len(batches), "smoothquant auto: capturing", unit="batch") as shown:
+            samples.update(capture(m, missing, batches, on_batch=lambda: shown.update(1)))
     absorbable = {g.name: can_absorb(m, g) for g in groups}
-    return choose_alphas(groups, samples, table, config, absorbable, cache.setdefault("searched", {}))
+    with bar(progress, len(groups), "smoothquant auto: choosing alpha", unit="layer") as shown:
+        return choose_alphas(groups, samples, table, config, absorbable, cache.setdefault("searched", {}),
+                             on_group=lambda: shown.update(1))
 
 
 def _recalibrate_smoothed(m: ir.Model, table: CalibrationTable, config: QuantConfig,
-                          data: list[dict[str, np.ndarray]]) -> CalibrationTable:
+                          data: list[dict[str, np.ndarray]], progress: bool = False) -> CalibrationTable:
     """Re-measure ranges of tensors that SmoothQuant changed, on the smoothed float model."""
     stale = [n for n, r in table.tensors.items() if r.method.endswith("+smoothquant")]
     needed = set(needed_tensors(m, config))
@@ -175,7 +182,7 @@ def _recalibrate_smoothed(m: ir.Model, table: CalibrationTable, config: QuantCon
     if not stale:
         return table
     try:
-        fresh = _calibrate(m, data, stale, config, like=table)
+        fresh = _calibrate(m, data, stale, config, like=table, progress=progress)
     except ImportError:
         log.warning("converter.calibrate unavailable; using rescaled ranges for smoothed tensors")
         return table
@@ -187,11 +194,11 @@ def quantize_file(input: str | os.PathLike[str], output: str | os.PathLike[str],
                   table: CalibrationTable | str | os.PathLike[str] | None = None,
                   config: QuantConfig | None = None, *,
                   calib_data: Iterable[dict[str, np.ndarray]] | None = None,
-                  calib_config: "CalibConfig | None" = None) -> Path:
+                  calib_config: "CalibConfig | None" = None, progress: bool = False) -> Path:
     """Quantize ``input`` and save the result to ``output`` atomically; returns the output path."""
     if table is not None and not isinstance(table, CalibrationTable):
         table = CalibrationTable.load(table)
-    proto = quantize(input, table, config, calib_data=calib_data, calib_config=calib_config)
+    proto = quantize(input, table, config, calib_data=calib_data, calib_config=calib_config, progress=progress)
     return save_model(proto, output)
 
 

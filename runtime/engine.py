@@ -73,18 +73,19 @@ class Engine(abc.ABC):
         The backend is picked from the file: a build manifest beside it (``<file>.manifest.json``, or the
         manifest path itself) names the target, providers and provider options and is checked against the
         file; otherwise ``.engine``/``.plan`` files go to TensorRT and everything else (``.onnx``, ``.ort``)
-        to ONNX Runtime. Explicit ``providers`` override the manifest's.
+        to ONNX Runtime. A folder must hold exactly one build manifest (one `qdq build` output).
+        Explicit ``providers`` override the manifest's.
         """
         from .ort import OrtEngine
 
         if isinstance(model, (str, os.PathLike)):
-            from .manifest import locate
+            from .manifest import locate, manifest_in_folder
 
             path = Path(model)
             if not path.exists():
                 raise EngineError(f"model file not found: {path}")
-            if path.is_dir():
-                raise EngineError(f"{path} is a folder; expected a model file (.onnx, .ort, .engine)")
+            if path.is_dir():  # a `qdq build` output folder: its one manifest names the artifact
+                path = manifest_in_folder(path)
             artifact, manifest, _ = locate(path)
             backend = manifest.backend if manifest else (
                 "tensorrt" if artifact.suffix.lower() in _TENSORRT_SUFFIXES else "onnxruntime")

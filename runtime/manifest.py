@@ -47,6 +47,20 @@ def is_manifest_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).name.endswith(MANIFEST_SUFFIX)
 
 
+def manifest_in_folder(folder: str | os.PathLike[str]) -> Path:
+    """The one build manifest in ``folder`` (a `qdq build` output folder); EngineError if none or several."""
+    folder = Path(folder)
+    manifests = sorted(p for p in folder.iterdir() if p.is_file() and is_manifest_path(p))
+    if not manifests:
+        raise EngineError(f"{folder} is a folder with no build manifest (*{MANIFEST_SUFFIX}); pass a model file "
+                          f"(.onnx, .ort, .engine) or a folder holding one `qdq build` artifact and its manifest")
+    if len(manifests) > 1:
+        names = ", ".join(p.name for p in manifests)
+        raise EngineError(f"{folder} is a folder with {len(manifests)} build manifests ({names}); pass one "
+                          f"artifact or its manifest")
+    return manifests[0]
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks."""
     h = hashlib.sha256()

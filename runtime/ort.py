@@ -121,6 +121,8 @@ class OrtEngine(Engine):
         except Exception as exc:  # ORT raises several private exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EngineError(f"ONNX Runtime could not load {self.label}: {first}") from exc
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4  # a failed run raises EngineError; no raw coloured log on stderr
         self._inputs = [_spec(i) for i in self.session.get_inputs()]
         self._outputs = [_spec(o) for o in self.session.get_outputs()]
         log.debug("loaded %s on %s", self.label, self.session.get_providers())
@@ -133,7 +135,7 @@ class OrtEngine(Engine):
     def _run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
         names = outputs or [o.name for o in self._outputs]
         try:
-            values = self.session.run(names, feeds)
+            values = self.session.run(names, feeds, self._run_options)
         except Exception as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EngineError(f"running {self.label} failed: {msg}") from exc

@@ -13,8 +13,9 @@ def validate_feeds(feeds: Mapping[str, np.ndarray], specs: Sequence[TensorSpec])
     """Return feeds as contiguous arrays, or raise InputError naming the offending input.
 
     Checks that every input is given, no unknown input is given, the dtype matches exactly
-    (no silent casts: an int32 fed to an int64 input is an error), the rank matches, and
-    fixed dimensions have the declared size.
+    (no silent casts: an int32 fed to an int64 input is an error), the rank matches,
+    fixed dimensions have the declared size, and dimensions that share a symbolic name (such as
+    ``sequence`` of input_ids and attention_mask) have the same size in every input.
     """
     if not isinstance(feeds, Mapping):
         raise InputError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
@@ -47,4 +48,21 @@ def validate_feeds(feeds: Mapping[str, np.ndarray], specs: Sequence[TensorSpec])
                     f"input {name!r} has size {got} on axis {axis}; expected {want} ({spec.describe()})"
                 )
         out[name] = np.ascontiguousarray(arr)
+    _check_shared_dims(out, by_name)
     return out
+
+
+def _check_shared_dims(feeds: Mapping[str, np.ndarray], by_name: Mapping[str, TensorSpec]) -> None:
+    """Raise InputError naming both inputs when a symbolic dimension has two sizes in the feeds."""
+    seen: dict[str, tuple[str, int, int]] = {}  # dim name -> (input, axis, size) where first met
+    for name, arr in feeds.items():
+        for axis, dim in enumerate(by_name[name].shape):
+            if not isinstance(dim, str) or not dim or dim == "?":
+                continue
+            other, other_axis, size = seen.setdefault(dim, (name, axis, arr.shape[axis]))
+            if size != arr.shape[axis]:
+                raise InputError(
+                    f"inputs disagree on dimension {dim!r}: {other!r} {list(feeds[other].shape)} has {size} on "
+                    f"axis {other_axis}, {name!r} {list(arr.shape)} has {arr.shape[axis]} on axis {axis} "
+                    f"(expected {by_name[other].describe()} and {by_name[name].describe()})"
+                )

@@ -75,6 +75,8 @@ def analyze(
     names = [l.node for l in layers]
     total = len(layers) * len(modes)
     done = 0
+    if progress:
+        progress(done, total)
     for layer in layers:
         if "without" in modes:
             cfg = dataclasses.replace(config, exclude_nodes=tuple(config.exclude_nodes) + (layer.node,))

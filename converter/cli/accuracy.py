@@ -62,13 +62,20 @@ def command(model: Path, calib: Path | None, data: str, num_samples: int | None,
     from runtime import Engine
     from runtime.atomic import atomic_write
 
+    from .progress import bar, on_terminal
+
     check_outputs([(json_path, None)], [model, calib, data])  # before the long analysis
     with Engine.load(model) as eng:
         specs = eng.input_specs
     batches = list(open_model_data(model, specs, data, num_samples, batch_size, max_length, tokenizer))
-    table = CalibrationTable.load(calib) if calib else calibrate(model, batches, progress=False)
-    report = analyze(table_quantizer(model, table), Evaluator(model, batches), QuantConfig(), metric,
-                     modes=modes or ("without", "alone"))
+    table = CalibrationTable.load(calib) if calib else calibrate(model, batches, progress=on_terminal())
+    with bar(None, "sensitivity", unit="variant") as shown:
+        def step(done: int, total: int) -> None:
+            shown.total = total
+            shown.update(done - shown.n)
+
+        report = analyze(table_quantizer(model, table), Evaluator(model, batches), QuantConfig(), metric,
+                         modes=modes or ("without", "alone"), progress=step)
     click.echo(f"all layers INT8: {metric} {report.full:.5f}   ({len(report.layers)} layers, {report.seconds:.0f}s)")
     click.echo(f"{'layer':<44} {'op':<8} {'without it':>11} {'it alone':>10}")
     for layer in report.ranked():

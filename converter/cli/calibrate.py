@@ -93,7 +93,7 @@ def command(model: Path, data: str, method: str, num_samples: int | None, batch_
                 table.save_tensorrt_cache(trt_cache)
         except DataError as exc:
             message = str(exc)
-            if "tokenizer" in message and tokenizer is None:
+            if "tokenizer" in message and "--tokenizer" not in message and tokenizer is None:
                 message += " (pass --tokenizer FOLDER, or --tokenizer minilm for the built-in model)"
             raise click.ClickException(message) from None
     seconds = time.perf_counter() - started

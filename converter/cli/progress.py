@@ -1,4 +1,5 @@
-"""Progress display for long CLI steps that have no natural count (export, build)."""
+"""Progress display for long CLI steps: a spinner for steps with no natural count (export, build), a tqdm
+bar for counted ones (bench runs, sensitivity variants); both on stderr, bars only on a terminal."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 @contextlib.contextmanager
 def stage(label: str) -> Iterator[None]:
     """Show a spinner with elapsed seconds on stderr while the body runs (only on a terminal)."""
-    if not sys.stderr.isatty():
+    if not on_terminal():
         print(f"{label} ...", file=sys.stderr, flush=True)
         yield
         return
@@ -34,3 +35,16 @@ def stage(label: str) -> Iterator[None]:
     finally:
         done.set()
         t.join()
+
+
+def on_terminal() -> bool:
+    """Whether stderr is a terminal: progress bars are drawn only then."""
+    return sys.stderr.isatty()
+
+
+def bar(total: int | None, desc: str, unit: str = "it", initial: int = 0) -> "tqdm":  # noqa: F821
+    """A tqdm bar on stderr for a step with a known count; disabled (drawing nothing) off a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=sys.stderr, leave=False,
+                dynamic_ncols=True, disable=not on_terminal())

@@ -25,7 +25,8 @@ from .errors import one_line_errors
               help="Activation bits; 0 for weight-only quantization.")
 @click.option("--peqa", is_flag=True, help="Freeze the integer weights; train only the scales (PEQA).")
 @click.option("--train-bias", is_flag=True, help="With --peqa, also train the biases.")
-@click.option("--distill", is_flag=True, help="Loss: KL to the FP32 model's logits (default: next-token loss, LMs only).")
+@click.option("--distill", is_flag=True, help="Loss: KL to the FP32 model's logits (default: next-token loss for a "
+              "causal LM; models whose data has no labels, like digits-cnn, always distil).")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Distillation temperature.")
 @click.option("--calib", type=click.Path(path_type=Path), help="Calibration table of the FP32 ONNX (qdq calibrate) "
               "to start activation scales from; default: min/max observed on --data.")
@@ -60,9 +61,9 @@ def _run(model: str, data: str | None, num_samples: int | None, batch_size: int,
     from converter.models import resolve_model
     from converter.qat import QATConfig, TrainConfig, export_qat, train
     from converter.qat.pipeline import epochs, make_loss, prepare
-    from converter.qat.sources import load_source
+    from converter.qat.sources import DIGITS_CNN, DIGITS_CNN_EPOCHS, load_source
 
-    from .progress import stage
+    from .progress import bar, on_terminal, stage
 
     if (data is None) == (generate is None):
         raise click.ClickException("give --data (training data) or --generate N (data-free), not both")
@@ -75,11 +76,18 @@ def _run(model: str, data: str | None, num_samples: int | None, batch_size: int,
     table = CalibrationTable.load(calib) if calib is not None else None
     config = QATConfig(weight_bits=weight_bits, act_bits=act_bits or None, skip=skip)
     train_config = TrainConfig(steps=steps, lr=lr, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                               resume=resume, seed=seed)
+                               resume=resume, seed=seed, progress=on_terminal())
     torch.manual_seed(seed)
 
-    with stage(f"loading {model}"):
-        source = load_source(model, fp32_onnx)
+    if str(model) == DIGITS_CNN:
+        with bar(DIGITS_CNN_EPOCHS, f"training the FP32 {model}", unit="epoch") as progress:
+            source = load_source(model, fp32_onnx, on_epoch=lambda _: progress.update(1))
+    else:
+        with stage(f"loading {model}"):
+            source = load_source(model, fp32_onnx)
+    if not distill and not source.is_lm and data is not None:  # only an LM's text labels itself (next token)
+        distill = True
+        click.echo(f"--data has no labels for {model}: training against the FP32 model (distillation, as --distill)")
     if generate is not None:
         batches = _generated(source, generate, max_length, batch_size, seed)
     else:

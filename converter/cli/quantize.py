@@ -90,6 +90,8 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
     from converter.quant.config import QuantConfig
     from converter.quantize import quantize_file
 
+    from .progress import on_terminal
+
     check_outputs([(output, "onnx")], [model, calib, data, eval_data], force)
     if weights is not None:
         if calib is not None or smoothquant is not None or target_accuracy is not None:
@@ -125,7 +127,8 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
             held = _open_data(model, eval_data, num_samples, batch_size, max_length, tokenizer) if eval_data else None
             out = _quantize_to_target(model, output, table, config, feeds, held, calib_config, target_accuracy)
         else:
-            out = quantize_file(model, output, table, config, calib_data=feeds, calib_config=calib_config)
+            out = quantize_file(model, output, table, config, calib_data=feeds, calib_config=calib_config,
+                                progress=on_terminal())
     size = out.stat().st_size / 1e6
     click.echo(f"wrote {out} ({size:.1f} MB, target {config.profile.key}, smoothquant {sq if sq is not None else 'off'})")
 

@@ -29,8 +29,9 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--input", "-i", "input_path", type=click.Path(path_type=Path), help=".npz file keyed by input name.")
 @click.option("--synthetic", is_flag=True, help="Run on synthetic inputs built from the input specs.")
-@click.option("--batch", type=int, default=1, show_default=True, help="Batch for --synthetic.")
-@click.option("--sequence", type=int, default=128, show_default=True, help="Sequence length for --synthetic.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch for --synthetic.")
+@click.option("--sequence", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Sequence length for --synthetic.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Save outputs as .npz.")
 @_PROVIDERS
 @force_option
@@ -56,22 +57,29 @@ def run_command(model: Path, input_path: Path | None, synthetic: bool, batch: in
 
 @click.command("bench")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--batch", "batches", type=int, multiple=True, help="Batch size; repeat for several (default 1).")
-@click.option("--sequence", type=int, default=128, show_default=True, help="Length of dynamic non-batch axes.")
-@click.option("--runs", type=int, default=50, show_default=True)
-@click.option("--warmup", type=int, default=5, show_default=True)
-@click.option("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores).")
+@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
+              help="Batch size; repeat for several (default 1). A model with a fixed batch runs only that one.")
+@click.option("--sequence", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Length of dynamic non-batch axes.")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="ONNX Runtime intra-op threads (0 = all cores).")
 @click.option("--baseline", type=click.Path(path_type=Path),
               help="Also time this model (e.g. the FP32 original), alternating runs on the same inputs, and print the speed-up.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @_PROVIDERS
 def bench_command(model: Path, batches: tuple[int, ...], sequence: int, runs: int, warmup: int, threads: int,
                   baseline: Path | None, as_json: bool, providers: tuple[str, ...]) -> None:
-    """Measure latency (p50/p90) and throughput on synthetic inputs."""
+    """Measure latency (p50/p90) and throughput on synthetic inputs.
+
+    MODEL is a model file, a build manifest, or a `qdq build` output folder holding one artifact.
+    """
     import onnxruntime as ort
 
     from runtime import Engine
-    from runtime.bench import benchmark, benchmark_interleaved
+    from runtime.bench import benchmark, benchmark_interleaved, check_batch
+
+    from .progress import bar
 
     def load(path: Path) -> Engine:
         opts = ort.SessionOptions()
@@ -83,16 +91,21 @@ def bench_command(model: Path, batches: tuple[int, ...], sequence: int, runs: in
 
     results, base = [], []
     with load(model) as eng:
+        for b in batches or (1,):  # refuse a batch the model cannot take before timing anything
+            check_batch(eng.input_specs, b)
         if baseline is None:
             for b in batches or (1,):
-                results.append(benchmark(eng, batch=b, sequence=sequence, runs=runs, warmup=warmup))
+                with bar(runs, f"batch {b}", unit="run") as progress:
+                    results.append(benchmark(eng, batch=b, sequence=sequence, runs=runs, warmup=warmup,
+                                             on_run=progress.update))
                 if not as_json:
                     click.echo(results[-1].line())
         else:
             with load(baseline) as base_eng:
                 for b in batches or (1,):
-                    r_base, r = benchmark_interleaved([base_eng, eng], batch=b, sequence=sequence, runs=runs,
-                                                      warmup=warmup)
+                    with bar(runs, f"batch {b} (model and baseline)", unit="run") as progress:
+                        r_base, r = benchmark_interleaved([base_eng, eng], batch=b, sequence=sequence, runs=runs,
+                                                          warmup=warmup, on_run=progress.update)
                     base.append(r_base)
                     results.append(r)
                     if not as_json:

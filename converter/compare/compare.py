@@ -68,11 +68,9 @@ def _mask_for(output: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray | 
     return mask.astype(bool).reshape(mask.shape + (1,) * (output.ndim - 2))
 
 
-def _is_classifier(name: str, output: np.ndarray) -> bool:
-    """[N, classes] outputs named like logits/probabilities, or with few columns, get top-1 agreement."""
-    if output.ndim != 2 or output.shape[1] < 2:
-        return False
-    return any(k in name.lower() for k in ("logit", "prob", "class", "score")) or output.shape[1] <= 100
+def _is_classifier(output: np.ndarray) -> bool:
+    """Every 2-D [batch, classes > 1] output gets top-1 agreement, whatever its name."""
+    return output.ndim == 2 and output.shape[1] > 1
 
 
 def compare_models(
@@ -116,7 +114,7 @@ def compare_models(
         r = ref_eng.run(feeds)
         c = cand_eng.run(feeds)
         for name, stats in outputs.items():
-            stats.update(r[name], c[name], _mask_for(r[name], feeds), classifier=_is_classifier(name, r[name]))
+            stats.update(r[name], c[name], _mask_for(r[name], feeds), classifier=_is_classifier(r[name]))
         for layer in layers:
             p = layer.pair
             layer.stats.update(r[p.float_name], c[p.dq_name])

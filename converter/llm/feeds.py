@@ -20,10 +20,15 @@ def load_tokenizer(folder: str) -> Any:
     from transformers import AutoTokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from calibration_data.text import is_placeholder, no_tokenizer_message
+
     try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except Exception as exc:
         raise WeightQuantError(f"could not load a tokenizer from {folder}: {str(exc).splitlines()[0]}") from None
+    if is_placeholder(tokenizer):
+        raise WeightQuantError(no_tokenizer_message(folder))
+    return tokenizer
 
 
 def tokenizer_dir(onnx_path: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None = None) -> Path:

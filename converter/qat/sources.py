@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,10 +59,16 @@ class CausalLMLogits(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
 
-def load_source(model: str | os.PathLike[str], onnx_path: str | os.PathLike[str] | None = None) -> ModelSource:
-    """``digits-cnn`` (trained here, seconds), a causal-LM folder, or a ``.pt`` module (needs ``onnx_path``)."""
+DIGITS_CNN_EPOCHS = 15
+
+
+def load_source(model: str | os.PathLike[str], onnx_path: str | os.PathLike[str] | None = None, *,
+                on_epoch: Callable[[int], object] | None = None) -> ModelSource:
+    """``digits-cnn`` (trained here, seconds), a causal-LM folder, or a ``.pt`` module (needs ``onnx_path``).
+
+    ``on_epoch`` is called after each of the ``DIGITS_CNN_EPOCHS`` training epochs of ``digits-cnn``."""
     if str(model) == DIGITS_CNN:
-        return _digits_cnn()
+        return _digits_cnn(on_epoch)
     path = Path(model)
     if not path.exists():
         raise QATError(f"model not found: {path} (use '{DIGITS_CNN}', a Hugging Face causal-LM folder "
@@ -72,12 +78,12 @@ def load_source(model: str | os.PathLike[str], onnx_path: str | os.PathLike[str]
     return _pickled_module(path, onnx_path)
 
 
-def _digits_cnn() -> ModelSource:
+def _digits_cnn(on_epoch: Callable[[int], object] | None = None) -> ModelSource:
     from ..reference_models import train_digits_cnn
 
     log.info("training the FP32 digits CNN")
     spec = TensorSpec("image", np.dtype(np.float32), ("batch", 1, 8, 8))
-    return ModelSource(train_digits_cnn(), [spec], ["logits"])
+    return ModelSource(train_digits_cnn(epochs=DIGITS_CNN_EPOCHS, on_epoch=on_epoch), [spec], ["logits"])
 
 
 def _causal_lm(folder: Path) -> ModelSource:

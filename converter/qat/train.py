@@ -214,7 +214,7 @@ def train(model: nn.Module, loss_fn: LossFn, data: Callable[[int], Iterable[Any]
             step += 1
             losses.append(float(loss.item()))
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 checkpoint(step)
     finally:

@@ -11,7 +11,7 @@ unsmoothed in auto mode (their error needs a real convolution to measure).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -58,10 +58,20 @@ def group_error(x: np.ndarray, weights: list[np.ndarray], s: np.ndarray | None, 
     return num / max(den, 1e-30)
 
 
+def _counted(items: Sequence, after_each: Callable[[], object] | None):  # noqa: ANN202
+    """Yield ``items``, calling ``after_each`` once the loop body of each is done."""
+    for item in items:
+        yield item
+        if after_each is not None:
+            after_each()
+
+
 def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: CalibrationTable,
                   config: QuantConfig, absorbable: dict[str, bool] | None = None,
-                  searched: dict | None = None) -> dict[str, float | None]:
-    """Best alpha (or None: leave unsmoothed) per group, keyed by activation name.
+                  searched: dict | None = None,
+                  on_group: Callable[[], object] | None = None) -> dict[str, float | None]:
+    """Best alpha (or None: leave unsmoothed) per group, keyed by activation name (``on_group`` is
+    called after each group: a progress bar's update).
 
     ``absorbable[name]`` tells whether smoothing that group costs no extra op. ``searched``: a dict
     kept across calls on the same model, table and data (mixed precision quantizes many variants);
@@ -73,7 +83,7 @@ def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: Cal
     dtype, qmax = config.resolved_activation_dtype, config.profile.weight_qmax
     chosen: dict[str, float | None] = {}
     found: dict[str, tuple[float | None, float, float, float]] = {}  # alpha, error, unsmoothed error, output ms
-    for g in groups:
+    for g in _counted(groups, on_group):
         name = g.name
         chosen[name] = None
         if g.targets[0][0].op_type == "Conv" or name not in samples or name not in table.channel_absmax:

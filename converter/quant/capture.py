@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -13,9 +13,10 @@ from .errors import QuantizationError
 log = logging.getLogger(__name__)
 
 
-def capture(model: ir.Model, names: Sequence[str],
-            feeds: Iterable[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
-    """Run ``model`` on each feed dict and return the listed intermediate tensors per batch.
+def capture(model: ir.Model, names: Sequence[str], feeds: Iterable[dict[str, np.ndarray]],
+            on_batch: Callable[[], object] | None = None) -> dict[str, list[np.ndarray]]:
+    """Run ``model`` on each feed dict and return the listed intermediate tensors per batch
+    (``on_batch`` is called after each).
 
     The model is not modified: a copy with the tensors exposed as graph outputs is run on
     ONNX Runtime through ``runtime.Engine``.
@@ -32,4 +33,6 @@ def capture(model: ir.Model, names: Sequence[str],
                 raise QuantizationError(f"running the float model on calibration data failed: {exc}") from exc
             for n in names:
                 out[n].append(result[n])
+            if on_batch is not None:
+                on_batch()
     return out

@@ -172,7 +172,7 @@ def test_auto_cache_gives_the_same_model_and_captures_once(monkeypatch: pytest.M
     captured = []
     real = capture_module.capture
     monkeypatch.setattr(capture_module, "capture",
-                        lambda m, names, feeds: captured.append(list(names)) or real(m, names, feeds))
+                        lambda m, names, feeds, **kw: captured.append(list(names)) or real(m, names, feeds, **kw))
     cache: dict = {}
     for excluded in ((), ("n2",)):
         cfg = QuantConfig(smoothquant="auto", exclude_nodes=excluded)
