@@ -67,7 +67,8 @@ class Engine(abc.ABC):
         self.close()
 
     @staticmethod
-    def load(model: Any, providers: Sequence[str] | None = None, session_options: Any = None) -> "Engine":
+    def load(model: Any, providers: Sequence[str] | None = None, session_options: Any = None,
+             allow_fallback: bool = False) -> "Engine":
         """Open a model or engine artifact: a file path, serialized ONNX bytes, or an onnx.ModelProto.
 
         The backend is picked from the file: a build manifest beside it (``<file>.manifest.json``, or the
@@ -101,5 +102,5 @@ class Engine(abc.ABC):
                 if not providers:
                     providers = list(manifest.providers)
             return OrtEngine(artifact, providers=providers, session_options=session_options,
-                             provider_options=provider_options)
-        return OrtEngine(model, providers=providers, session_options=session_options)
+                             provider_options=provider_options, allow_fallback=allow_fallback)
+        return OrtEngine(model, providers=providers, session_options=session_options, allow_fallback=allow_fallback)

@@ -39,9 +39,22 @@ _PROVIDER_ALIASES = {
 }
 
 _INSTALL_HINT = {
-    "CUDAExecutionProvider": "install the GPU build (`pip install 'qdq[gpu]'`, i.e. onnxruntime-gpu) and a CUDA 12 runtime on a machine with an NVIDIA GPU",
+    "CUDAExecutionProvider": "install the GPU build (`pip install 'qdq[gpu]'`, i.e. onnxruntime-gpu, a CUDA 13 build since 1.31) with CUDA 13 and cuDNN 9 libraries on a machine with an NVIDIA GPU",
     "TensorrtExecutionProvider": "install onnxruntime-gpu (`pip install 'qdq[gpu]'`) plus TensorRT (`pip install 'qdq[tensorrt]'`) on a machine with an NVIDIA GPU",
 }
+
+
+def check_first_provider(requested: Sequence[str], running: Sequence[str], label: str,
+                         allow_fallback: bool = False) -> None:
+    """Raise when ONNX Runtime put another provider first than the one asked for (it falls back silently,
+    e.g. to CUDA or CPU when TensorRT's or CUDA's libraries are missing), unless ``allow_fallback``."""
+    if not requested or not running or running[0] == requested[0]:
+        return
+    message = (f"ONNX Runtime could not start {requested[0]} for {label} and fell back to {running[0]}; "
+               f"{_INSTALL_HINT.get(requested[0], 'check that provider')} (or pass --allow-fallback)")
+    if not allow_fallback:
+        raise BackendUnavailableError(message)
+    log.warning(message)
 
 
 def resolve_providers(providers: Sequence[str] | None) -> list[str]:
@@ -105,8 +118,10 @@ class OrtEngine(Engine):
     backend = "onnxruntime"
 
     def __init__(self, model: Any, providers: Sequence[str] | None = None, session_options: Any = None,
-                 provider_options: Mapping[str, Mapping[str, str]] | None = None) -> None:
-        """``provider_options`` maps an ORT provider name to its options (as a build manifest records them)."""
+                 provider_options: Mapping[str, Mapping[str, str]] | None = None, allow_fallback: bool = False) -> None:
+        """``provider_options`` maps an ORT provider name to its options (as a build manifest records them).
+        A session whose first provider is not the first one asked for raises ``BackendUnavailableError``
+        unless ``allow_fallback``."""
         import onnxruntime as ort
 
         source, self.label = _source_and_label(model)
@@ -126,6 +141,7 @@ class OrtEngine(Engine):
         self._inputs = [_spec(i) for i in self.session.get_inputs()]
         self._outputs = [_spec(o) for o in self.session.get_outputs()]
         log.debug("loaded %s on %s", self.label, self.session.get_providers())
+        check_first_provider(self.providers, self.session.get_providers(), self.label, allow_fallback)
         if self.session.get_providers()[0] == "CPUExecutionProvider":
             warning = saturation_warning(self.session.get_modelmeta().custom_metadata_map, self.label)
             if warning and warning not in _WARNED:  # once per model and process (evaluation loops reload)

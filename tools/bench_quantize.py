@@ -1,9 +1,11 @@
 """Benchmark static INT8 quantization of all-MiniLM-L6-v2 against FP32 and ONNX Runtime's quantizers.
 
-In one process, on the same data: FP32, ours (W8A8 with and without SmoothQuant), onnxruntime
+In one process, on the same data: FP32, ours (W8A8 for each ort-cpu CPU profile, --cpu vnni: 8-bit
+weights, --cpu avx2: 7-bit weights; with and without SmoothQuant), onnxruntime
 ``quantize_static`` (QDQ, per-channel S8S8, MinMax and Entropy) and ``quantize_dynamic``
 (per-channel). Accuracy: cosine of mean-pooled sentence embeddings vs FP32 on held-out sentences
-(``builtin:text-heldout``); speed: median latency at batch 1 and 8, sequence 128, ORT CPU with
+(``builtin:text-heldout``), with ONNX Runtime's fused kernels on this CPU and with its fusions off
+(exact integer math: what a CPU whose kernels do not saturate computes); speed: median latency at batch 1 and 8, sequence 128, ORT CPU with
 ``--threads`` intra-op threads, all models interleaved run by run so machine noise hits them alike.
 Also the digits CNN: top-1 accuracy FP32 vs INT8.
 
@@ -108,6 +110,8 @@ def _ort_reference(fp32: Path, work: Path, calib: list[dict[str, np.ndarray]], s
 
 
 def bench_minilm(args: argparse.Namespace, work: Path) -> list[dict[str, object]]:
+    import onnxruntime as ort
+
     from calibration_data import open_data
     from converter.calib.config import CalibConfig
     from converter.calibrate import calibrate
@@ -142,7 +146,8 @@ def bench_minilm(args: argparse.Namespace, work: Path) -> list[dict[str, object]
         # the float graph after our cleanups alone (NaN guards, residual Sum): how much is not INT8
         cleaned = pipeline.preprocess(ir.load(inline), QuantConfig())
         models["fp32 + graph cleanups"] = save_model(ir.to_proto(cleaned), work / "fp32_cleaned.onnx")
-        for label, cfg in (("ours W8A8", QuantConfig()),
+        for label, cfg in (("ours W8A8 --cpu vnni", QuantConfig(cpu="vnni")),
+                           ("ours W8A8 --cpu avx2", QuantConfig(cpu="avx2")),
                            ("ours W8A8 + SmoothQuant auto", QuantConfig(smoothquant="auto")),
                            ("ours W8A8 + SQ auto, float attention",
                             QuantConfig(smoothquant="auto", quantize_attention=False))):
@@ -158,11 +163,15 @@ def bench_minilm(args: argparse.Namespace, work: Path) -> list[dict[str, object]
     so = _session_options(args.threads)
     engines = {k: Engine.load(v, session_options=so) for k, v in models.items()}
     ref = _mean_pooled(engines["fp32"], held)
+    exact = _session_options(args.threads)
+    exact.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     rows = []
     for label, eng in engines.items():
         cos = _cosines(ref, _mean_pooled(eng, held))
+        with Engine.load(models[label], session_options=exact) as plain:
+            cos_exact = _cosines(ref, _mean_pooled(plain, held))
         rows.append({"model": label, "mean": float(cos.mean()), "min": float(cos.min()),
-                     "size": models[label].stat().st_size / 1e6})
+                     "exact": float(cos_exact.mean()), "size": models[label].stat().st_size / 1e6})
     for batch in (1, 8):
         feeds = _latency_feeds(batch, args.seq)
         times: dict[str, list[float]] = {k: [] for k in engines}
@@ -207,14 +216,17 @@ def bench_digits(args: argparse.Namespace, work: Path) -> list[tuple[str, float]
 def format_table(rows: list[dict[str, object]], threads: int, seq: int) -> str:
     base = next(r for r in rows if r["model"] == "fp32")
     dyn = next((r for r in rows if r["model"] == "ort dynamic per-channel"), None)
-    head = ("| model | cos mean | cos min | size MB | b1 ms | b1 x | b8 ms | b8 x | b8 vs ort dynamic |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    head = ("| model | cos mean (fused) | cos min | cos mean (exact) | size MB | b1 ms | b1 x | b8 ms | b8 x "
+            "| b8 vs ort dynamic |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         vs_dyn = f"{dyn['b8'] / r['b8']:.2f}x" if dyn else "-"
-        lines.append(f"| {r['model']} | {r['mean']:.4f} | {r['min']:.4f} | {r['size']:.1f} | {r['b1']:.1f} | "
+        lines.append(f"| {r['model']} | {r['mean']:.4f} | {r['min']:.4f} | {r['exact']:.4f} | {r['size']:.1f} | {r['b1']:.1f} | "
                      f"{base['b1'] / r['b1']:.2f}x | {r['b8']:.1f} | {base['b8'] / r['b8']:.2f}x | {vs_dyn} |")
-    return f"all-MiniLM-L6-v2, seq {seq}, ORT CPU {threads} threads, median latency\n" + "\n".join(lines)
+    from runtime.cpu import cpu_int8
+
+    return (f"all-MiniLM-L6-v2, seq {seq}, ORT CPU {threads} threads, median latency; CPU {cpu_int8().describe()}\n"
+            + "\n".join(lines))
 
 
 def main() -> None:

@@ -10,7 +10,11 @@ import numpy as np
 from .outputs import check_outputs, force_option
 
 _PROVIDERS = click.option("--provider", "providers", multiple=True,
-                          help="Execution provider: cpu (default), cuda, tensorrt. Repeat for a fallback list.")
+                          help="Execution provider: cpu (default), cuda, tensorrt. Repeat to give ONNX Runtime "
+                               "further providers for the ops the first cannot run.")
+_FALLBACK = click.option("--allow-fallback", is_flag=True,
+                         help="Run even when ONNX Runtime could not start the first provider and fell back to "
+                              "another (default: a one-line error naming what to install).")
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -34,9 +38,10 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
               help="Sequence length for --synthetic.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Save outputs as .npz.")
 @_PROVIDERS
+@_FALLBACK
 @force_option
 def run_command(model: Path, input_path: Path | None, synthetic: bool, batch: int, sequence: int,
-                output: Path | None, providers: tuple[str, ...], force: bool) -> None:
+                output: Path | None, providers: tuple[str, ...], allow_fallback: bool, force: bool) -> None:
     """Run MODEL once on --input feeds (or --synthetic ones) and print the outputs."""
     from runtime import Engine, synthetic_feeds
     from runtime.atomic import atomic_save_npz
@@ -44,7 +49,7 @@ def run_command(model: Path, input_path: Path | None, synthetic: bool, batch: in
     if input_path is None and not synthetic:
         raise click.ClickException("give --input FEEDS.npz or --synthetic")
     check_outputs([(output, "npz")], [model, input_path], force)
-    with Engine.load(model, providers=providers or None) as eng:
+    with Engine.load(model, providers=providers or None, allow_fallback=allow_fallback) as eng:
         feeds = _load_npz(input_path) if input_path else synthetic_feeds(eng.input_specs, batch, sequence)
         outputs = eng.run(feeds)
     for name, arr in outputs.items():
@@ -68,8 +73,9 @@ def run_command(model: Path, input_path: Path | None, synthetic: bool, batch: in
               help="Also time this model (e.g. the FP32 original), alternating runs on the same inputs, and print the speed-up.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @_PROVIDERS
+@_FALLBACK
 def bench_command(model: Path, batches: tuple[int, ...], sequence: int, runs: int, warmup: int, threads: int,
-                  baseline: Path | None, as_json: bool, providers: tuple[str, ...]) -> None:
+                  baseline: Path | None, as_json: bool, providers: tuple[str, ...], allow_fallback: bool) -> None:
     """Measure latency (p50/p90) and throughput on synthetic inputs.
 
     MODEL is a model file, a build manifest, or a `qdq build` output folder holding one artifact.
@@ -87,7 +93,7 @@ def bench_command(model: Path, batches: tuple[int, ...], sequence: int, runs: in
             opts.intra_op_num_threads = threads
         if baseline is not None:  # alternating sessions: idle spinning threads would steal the timed one's cores
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return Engine.load(path, providers=providers or None, session_options=opts)
+        return Engine.load(path, providers=providers or None, session_options=opts, allow_fallback=allow_fallback)
 
     results, base = [], []
     with load(model) as eng:
