@@ -19,7 +19,7 @@ from ..quant.errors import QuantizationError
 from ..quant.rules import SCALE_SHARING_OPS
 from ..quant.scheme import QParams, activation_qparams, bias_qparams, quantize, weight_qparams
 from ._utils import add_initializer, const_array, shape_of, unique_name, used_names
-from .qdq_placement import plan_of
+from .qdq_placement import plan_of, quantized_output
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class InsertQDQPass(InPlacePass):
                 b = node.inputs[plan.bias]
                 node.replace_input_with(plan.bias, self._quantize_bias(b, x_qp.scale, wqp))
             if plan.output:
-                y = node.outputs[0]
+                y = quantized_output(node, plan)
                 self._quantize_output(y, act_q[y.name])
             node.meta.pop("qdq", None)
         log.info("inserted Q/DQ around %d nodes (%d activation tensors, %d weights)",
@@ -102,7 +102,8 @@ class InsertQDQPass(InPlacePass):
             for i in plan.activations:
                 needed[node.inputs[i].name] = node.inputs[i]
             if plan.output:
-                needed[node.outputs[0].name] = node.outputs[0]
+                y = quantized_output(node, plan)
+                needed[y.name] = y
         params: dict[str, QParams] = {}
         missing = []
         for name, value in needed.items():
