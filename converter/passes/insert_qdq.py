@@ -17,7 +17,14 @@ from ..calib.table import CalibrationError, CalibrationTable, TensorRange
 from ..quant.config import QuantConfig
 from ..quant.errors import QuantizationError
 from ..quant.rules import SCALE_SHARING_OPS
-from ..quant.scheme import QParams, activation_qparams, bias_qparams, quantize, weight_qparams
+from ..quant.scheme import (
+    QParams,
+    activation_qparams,
+    bias_qparams,
+    bias_scale_floor,
+    quantize,
+    weight_qparams,
+)
 from ._utils import add_initializer, const_array, shape_of, unique_name, used_names
 from .qdq_placement import plan_of, quantized_output
 
@@ -77,9 +84,12 @@ class InsertQDQPass(InPlacePass):
             if plan.weight is not None:
                 idx, axis = plan.weight
                 w = node.inputs[idx]
-                key = (id(w), axis)
+                floor = None
+                if plan.bias is not None and x_qp is not None:
+                    floor = bias_scale_floor(const_array(node.inputs[plan.bias]), x_qp.scale)
+                key = (id(w), axis, None if floor is None else floor.tobytes())
                 if key not in weight_cache:
-                    weight_cache[key] = self._quantize_weight(w, axis)
+                    weight_cache[key] = self._quantize_weight(w, axis, floor)
                 wq, wqp = weight_cache[key]
                 node.replace_input_with(idx, self._dq_node(wq, wqp, f"{w.name}_dequantized", w))
             if plan.bias is not None and wqp is not None:
@@ -165,9 +175,10 @@ class InsertQDQPass(InPlacePass):
             self._quantized[id(v)] = q
         return self._dq_node(q, qp, f"{v.name}_dequantized", v)
 
-    def _quantize_weight(self, w: ir.Value, axis: int | None) -> tuple[ir.Value, QParams]:
+    def _quantize_weight(self, w: ir.Value, axis: int | None,
+                         floor: np.ndarray | None = None) -> tuple[ir.Value, QParams]:
         arr = const_array(w).astype(np.float32)
-        qp = weight_qparams(arr, axis, name=w.name or "")
+        qp = weight_qparams(arr, axis, name=w.name or "", floor=floor)
         q = self._init(f"{w.name}_quantized", quantize(arr, qp))
         return q, qp
 

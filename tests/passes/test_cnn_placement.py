@@ -120,3 +120,23 @@ def test_se_block_holds_fp32_tolerance(tmp_path) -> None:
     ref, exact, fused = run(model, feeds)[0], run_exact(q, feeds)["y"], run(q, feeds)[0]
     assert np.abs(exact - ref).max() < 0.05 * np.abs(ref).max()
     assert_fused_close(fused, exact)
+
+
+def test_channel_with_zero_weights_keeps_its_bias() -> None:
+    """A dead channel (all-zero weights, as pruned or ReLU6-saturated nets have) outputs its bias: its
+    int32 bias must not saturate (the weight scale is raised instead of a near-zero one)."""
+    rng = np.random.default_rng(4)
+    w = _w(rng, 4, 3, 3, 3)
+    w[1] = 0.0
+    w[2] = 1e-9
+    b = np.array([0.1, 2.5, -1.5, 0.3], np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c", "w2"], ["y"])]
+    model = make_model(nodes, {"x": ["batch", 3, 6, 6]}, ["y", "c"], {"w": w, "b": b, "w2": _w(rng, 2, 4, 1, 1)})
+    feeds = {"x": rng.standard_normal((2, 3, 6, 6)).astype(np.float32)}
+    q = quantize(model, calibrate_table(model, [feeds]), QuantConfig())
+    biases = [i for i in q.graph.initializer if i.name == "b_quantized"]
+    assert np.abs(onnx.numpy_helper.to_array(biases[0]).astype(np.int64)).max() < 2**31 - 1
+    exact = run_exact(q, feeds)["c"]
+    np.testing.assert_allclose(exact[:, 1], 2.5, atol=0.05)
+    np.testing.assert_allclose(exact[:, 2], -1.5, atol=0.05)
