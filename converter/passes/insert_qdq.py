@@ -22,11 +22,12 @@ from ..quant.scheme import (
     activation_qparams,
     bias_qparams,
     bias_scale_floor,
+    dequantize,
     quantize,
     weight_qparams,
 )
 from ._utils import add_initializer, const_array, shape_of, unique_name, used_names
-from .qdq_placement import plan_of, quantized_output
+from .qdq_placement import NodePlan, plan_of, quantized_output
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class InsertQDQPass(InPlacePass):
         weight_cache: dict[tuple[int, int | None], tuple[ir.Value, QParams]] = {}
         for node in marked:
             plan = plan_of(node)
+            originals = list(node.inputs)  # before Q/DQ replace them (bias correction reads x and W)
             x_qp = None
             for i in plan.activations:
                 v = node.inputs[i]
@@ -94,7 +96,8 @@ class InsertQDQPass(InPlacePass):
                 node.replace_input_with(idx, self._dq_node(wq, wqp, f"{w.name}_dequantized", w))
             if plan.bias is not None and wqp is not None:
                 b = node.inputs[plan.bias]
-                node.replace_input_with(plan.bias, self._quantize_bias(b, x_qp.scale, wqp))
+                shift = self._bias_shift(node, originals, plan, wqp) if self.config.bias_correction else None
+                node.replace_input_with(plan.bias, self._quantize_bias(b, x_qp.scale, wqp, shift))
             if plan.output:
                 y = quantized_output(node, plan)
                 self._quantize_output(y, act_q[y.name])
@@ -182,8 +185,37 @@ class InsertQDQPass(InPlacePass):
         q = self._init(f"{w.name}_quantized", quantize(arr, qp))
         return q, qp
 
-    def _quantize_bias(self, b: ir.Value, x_scale: np.ndarray, wqp: QParams) -> ir.Value:
+    def _bias_shift(self, node: ir.Node, inputs: list[ir.Value | None], plan: NodePlan,
+                    wqp: QParams) -> np.ndarray | None:
+        """``(W - W_q) . E[x]`` per output channel: the mean error weight rounding adds to the output
+        (Conv: summed over the kernel window, padding ignored; Gemm: along the reduced axis)."""
+        x = inputs[plan.activations[0]]
+        mean = self.table.channel_mean.get(x.name) if x is not None else None
+        w = const_array(inputs[plan.weight[0]])
+        if mean is None or w is None:
+            return None
+        w = w.astype(np.float32)
+        err = w - dequantize(quantize(w, wqp), wqp)
+        if node.op_type == "Conv":
+            group = node.attributes.get("group")
+            g = 1 if group is None else group.as_int()
+            cout, cpg = err.shape[:2]
+            if cout % g or mean.size != g * cpg:
+                return None
+            per_in = err.reshape(cout, cpg, -1).sum(-1).reshape(g, cout // g, cpg)
+            return (per_in * mean.reshape(g, 1, cpg)).sum(-1).reshape(cout)
+        trans_a = node.attributes.get("transA")
+        if node.op_type == "Gemm" and err.ndim == 2 and not (trans_a is not None and trans_a.as_int()):
+            trans_b = node.attributes.get("transB")
+            err = err if trans_b is not None and trans_b.as_int() else err.T  # (out, in)
+            return err @ mean if err.shape[1] == mean.size else None
+        return None
+
+    def _quantize_bias(self, b: ir.Value, x_scale: np.ndarray, wqp: QParams,
+                       shift: np.ndarray | None = None) -> ir.Value:
         arr = const_array(b).astype(np.float32)
+        if shift is not None and shift.shape == arr.shape:
+            arr = arr + shift.astype(np.float32)
         qp = bias_qparams(x_scale, wqp)
         if qp.axis is not None:
             qp = QParams(qp.scale, qp.zero_point, qp.dtype, 0)

@@ -140,3 +140,28 @@ def test_channel_with_zero_weights_keeps_its_bias() -> None:
     exact = run_exact(q, feeds)["c"]
     np.testing.assert_allclose(exact[:, 1], 2.5, atol=0.05)
     np.testing.assert_allclose(exact[:, 2], -1.5, atol=0.05)
+
+
+def test_bias_correction_removes_the_mean_shift_of_weight_rounding(tmp_path) -> None:
+    """Depthwise 3x3 kernels with one large tap: the small taps round coarsely, and on an input with a
+    large mean that shifts every output channel. Bias correction folds (W - W_q) . E[x] into the bias."""
+    rng = np.random.default_rng(5)
+    w = _w(rng, C, 1, 3, 3, scale=0.05)
+    w[:, 0, 1, 1] = 2.0
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], group=C, name="dw")]
+    model = make_model(nodes, {"x": ["batch", C, 8, 8]}, ["y"], {"w": w, "b": _w(rng, C)})
+    data = [{"x": (4.0 + rng.standard_normal((4, C, 8, 8))).astype(np.float32)} for _ in range(4)]
+    table = calibrate_table(model, data)
+    assert table.channel_mean["x"].shape == (C,) and abs(float(table.channel_mean["x"].mean()) - 4.0) < 0.1
+    table.save(tmp_path / "t.json")
+    from converter.calib.table import CalibrationTable
+
+    loaded = CalibrationTable.load(tmp_path / "t.json")
+    np.testing.assert_allclose(loaded.channel_mean["x"], table.channel_mean["x"])
+    feeds = {"x": (4.0 + rng.standard_normal((8, C, 8, 8))).astype(np.float32)}
+    ref = run(model, feeds)[0]
+    shift = {}
+    for on in (False, True):
+        q = quantize(model, loaded, QuantConfig(bias_correction=on))
+        shift[on] = np.abs((run_exact(q, feeds)["y"] - ref).mean((0, 2, 3))).max()
+    assert shift[True] < 0.25 * shift[False], shift
