@@ -11,7 +11,7 @@ default level (``fused``: QLinearConv and friends), and median latency at batch 
 
 Models: qdq with default settings, qdq with each calibration method, onnxruntime ``quantize_static``
 (QDQ, per-channel, MinMax) and NNCF's ONNX backend (``nncf.quantize``) when its separate venv exists
-(``python3 -m venv /tmp/nncf && /tmp/nncf/bin/pip install torch==2.13.0 nncf onnxruntime``; the
+(``python3 -m venv /tmp/nncf && /tmp/nncf/bin/pip install torch==2.13.0 nncf onnx onnxruntime``; the
 sibling script ``tools/bench_cnn_nncf.py`` runs there).
 
     python tools/bench_cnn.py                        # everything, work files in a temp folder

@@ -49,6 +49,17 @@ def lookup_range(table: CalibrationTable, value: ir.Value) -> TensorRange | None
     return None
 
 
+def _float_source(value: ir.Value | None) -> ir.Value | None:
+    """The float tensor behind ``DequantizeLinear(QuantizeLinear(x))`` inserted here (``x``), else ``value``."""
+    if value is None or not value.meta.get(_DQ_FLAG):
+        return value
+    dq = value.producer()
+    q = dq.inputs[0].producer() if dq is not None and dq.inputs else None
+    if q is None or q.op_type != "QuantizeLinear":
+        return value
+    return q.inputs[0]
+
+
 class InsertQDQPass(InPlacePass):
     """Insert Q/DQ where ``QDQPlacementPass`` marked, using ranges from ``table``."""
 
@@ -189,7 +200,7 @@ class InsertQDQPass(InPlacePass):
                     wqp: QParams) -> np.ndarray | None:
         """``(W - W_q) . E[x]`` per output channel: the mean error weight rounding adds to the output
         (Conv: summed over the kernel window, padding ignored; Gemm: along the reduced axis)."""
-        x = inputs[plan.activations[0]]
+        x = _float_source(inputs[plan.activations[0]])
         mean = self.table.channel_mean.get(x.name) if x is not None else None
         w = const_array(inputs[plan.weight[0]])
         if mean is None or w is None:

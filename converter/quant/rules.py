@@ -81,7 +81,11 @@ OUTPUT_FOLDING_OPS: frozenset[str] = frozenset({"Relu", "Clip"})
 (its range is the activation's output), once, not before and again after it. ONNX Runtime then drops
 the activation (``ReluQuantFusion`` / ``ClipQuantFusion``: the Q's range already clips) and fuses
 ``DQ -> Conv -> Q`` into ``QLinearConv``; TensorRT fuses Conv + ReLU the same way. The activation stays
-in the graph, so the folded form computes the same function whatever the Q's range."""
+in the graph, so the folded form computes the same function whatever the Q's range.
+Not LeakyRelu or Sigmoid on ORT CPU: no integer Conv absorbs them, so folding leaves the Conv in float
+(``FusedConv``); quantizing before and after instead gives ``QLinearConv`` + ``QLinearLeakyRelu`` /
+``QLinearSigmoid``, measured 8.0 vs 12.2 ms (LeakyRelu) and 7.3 vs 14.0 ms (Sigmoid) on a 16->64 channel
+3x3 Conv at 8x28x28, one AVX512-VNNI thread."""
 
 RANGE_HOSTILE_OPS: frozenset[str] = frozenset({"Softmax", "LayerNormalization", "Where", "Add", "Sub", "Div"})
 """Ops whose inputs are never quantized: Softmax inputs carry -inf/huge mask values, residual

@@ -144,20 +144,24 @@ def test_channel_with_zero_weights_keeps_its_bias() -> None:
 
 def test_bias_correction_removes_the_mean_shift_of_weight_rounding(tmp_path) -> None:
     """Depthwise 3x3 kernels with one large tap: the small taps round coarsely, and on an input with a
-    large mean that shifts every output channel. Bias correction folds (W - W_q) . E[x] into the bias."""
+    large mean that shifts every output channel. Bias correction folds (W - W_q) . E[x] into the bias
+    (x: the quantized output of the Conv + Relu before it)."""
     rng = np.random.default_rng(5)
     w = _w(rng, C, 1, 3, 3, scale=0.05)
     w[:, 0, 1, 1] = 2.0
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], group=C, name="dw")]
-    model = make_model(nodes, {"x": ["batch", C, 8, 8]}, ["y"], {"w": w, "b": _w(rng, C)})
+    nodes = [helper.make_node("Conv", ["x", "eye"], ["p"], name="pre"),
+             helper.make_node("Relu", ["p"], ["a"]),
+             helper.make_node("Conv", ["a", "w", "b"], ["y"], group=C, name="dw")]
+    eye = np.eye(C, dtype=np.float32).reshape(C, C, 1, 1)
+    model = make_model(nodes, {"x": ["batch", C, 8, 8]}, ["y"], {"eye": eye, "w": w, "b": _w(rng, C)})
     data = [{"x": (4.0 + rng.standard_normal((4, C, 8, 8))).astype(np.float32)} for _ in range(4)]
     table = calibrate_table(model, data)
-    assert table.channel_mean["x"].shape == (C,) and abs(float(table.channel_mean["x"].mean()) - 4.0) < 0.1
+    assert table.channel_mean["a"].shape == (C,) and abs(float(table.channel_mean["a"].mean()) - 4.0) < 0.1
     table.save(tmp_path / "t.json")
     from converter.calib.table import CalibrationTable
 
     loaded = CalibrationTable.load(tmp_path / "t.json")
-    np.testing.assert_allclose(loaded.channel_mean["x"], table.channel_mean["x"])
+    np.testing.assert_allclose(loaded.channel_mean["a"], table.channel_mean["a"])
     feeds = {"x": (4.0 + rng.standard_normal((8, C, 8, 8))).astype(np.float32)}
     ref = run(model, feeds)[0]
     shift = {}
