@@ -3,7 +3,9 @@
 Weights are stored quantized (int8 initializers, symmetric, per output channel) behind a
 DequantizeLinear; activations get ``QuantizeLinear -> DequantizeLinear`` with per-tensor
 parameters from the calibration table; Conv biases are stored as int32 with
-scale = input scale x weight scale so integer kernels can add them exactly.
+scale = input scale x weight scale so integer kernels can add them exactly (a channel whose weights are
+~0 gets a larger weight scale so that its bias fits), after bias correction: ``(W - W_q) . E[x]`` with
+E[x] per input channel from the table's ``channel_mean``.
 """
 from __future__ import annotations
 
