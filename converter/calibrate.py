@@ -85,8 +85,9 @@ def calibrate(
             raise CalibrationDataError(f"the calibration data set is empty: its batches hold no samples for {label}")
         stats = {t: collector.stats(t) for t in plan.observed}
         channel_absmax = collector.channel_absmax()
+        channel_mean = collector.channel_mean()
 
-    table = CalibrationTable(channel_absmax=channel_absmax)
+    table = CalibrationTable(channel_absmax=channel_absmax, channel_mean=channel_mean)
     for name in plan.tensors:
         table.tensors[name] = make_range(name, stats[plan.roots[name]], config.method, symmetric=config.symmetric,
                                          percentile=config.percentile, num_quantized_bins=config.num_quantized_bins)

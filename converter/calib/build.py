@@ -87,4 +87,4 @@ def recompute(table: CalibrationTable, method: str | None = None, *, symmetric: 
                 config={**old, "method": cfg.method, "percentile": cfg.percentile, "symmetric": cfg.symmetric,
                         "num_quantized_bins": cfg.num_quantized_bins})
     return CalibrationTable(tensors=tensors, channel_absmax={k: v.copy() for k, v in table.channel_absmax.items()},
-                            meta=meta)
+                            channel_mean={k: v.copy() for k, v in table.channel_mean.items()}, meta=meta)

@@ -340,6 +340,9 @@ class Collector:
     def channel_absmax(self) -> dict[str, np.ndarray]:
         return {t: o.absmax for t, o in self.channels.items() if o.absmax is not None}
 
+    def channel_mean(self) -> dict[str, np.ndarray]:
+        return {t: o.mean for t, o in self.channels.items() if o.mean is not None}
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)

@@ -264,13 +264,37 @@ class HistogramObserver:
 
 
 class ChannelAbsMaxObserver:
-    """Running per-channel max of ``|x|`` along ``axis`` (last axis for MatMul/Gemm inputs, 1 for Conv)."""
+    """Running per-channel max of ``|x|`` along ``axis`` (last axis for MatMul/Gemm inputs, 1 for Conv),
+    and the per-channel mean of the finite values (for bias correction)."""
 
     def __init__(self, axis: int, sentinel_abs: float = SENTINEL_ABS, name: str = "?") -> None:
         self.axis = axis
         self.sentinel_abs = sentinel_abs
         self.name = name
         self.absmax: np.ndarray | None = None
+        self._sum: np.ndarray | None = None
+        self._count: np.ndarray | None = None
+
+    @property
+    def mean(self) -> np.ndarray | None:
+        """Per-channel mean of the values seen (those below ``sentinel_abs`` in magnitude)."""
+        if self._sum is None:
+            return None
+        return (self._sum / np.maximum(self._count, 1)).astype(np.float32)
+
+    def _add_sum(self, rows: np.ndarray) -> None:
+        total = rows.sum(axis=0, dtype=np.float64)
+        count = np.full(rows.shape[1], rows.shape[0], np.float64)
+        if not np.all(np.isfinite(total)) or np.any(np.abs(total) >= self.sentinel_abs):
+            with np.errstate(invalid="ignore"):
+                ok = np.abs(rows) < self.sentinel_abs
+            total = np.where(ok, rows, 0).sum(axis=0, dtype=np.float64)
+            count = ok.sum(axis=0).astype(np.float64)
+        if self._sum is None:
+            self._sum, self._count = total, count
+        elif self._sum.shape == total.shape:
+            self._sum += total
+            self._count += count
 
     def update(self, x: np.ndarray) -> None:
         """Fold one batch; the channel count must not change between batches."""
@@ -293,6 +317,7 @@ class ChannelAbsMaxObserver:
                     a = np.abs(rows)
                     amax = np.where(a < self.sentinel_abs, a, 0).max(axis=0)
             amax = amax.astype(np.float32)
+        self._add_sum(rows)
         if self.absmax is None:
             self.absmax = amax
         elif self.absmax.shape != amax.shape:

@@ -44,10 +44,12 @@ class TensorRange:
 
 @dataclass
 class CalibrationTable:
-    """Ranges for activation tensors plus per-channel abs-max of MatMul/Gemm/Conv inputs."""
+    """Ranges for activation tensors plus per-channel abs-max and mean of MatMul/Gemm/Conv inputs
+    (the abs-max for SmoothQuant, the mean for bias correction; tables without means still load)."""
 
     tensors: dict[str, TensorRange] = field(default_factory=dict)
     channel_absmax: dict[str, np.ndarray] = field(default_factory=dict)
+    channel_mean: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __contains__(self, name: str) -> bool:
@@ -68,6 +70,7 @@ class CalibrationTable:
             "meta": self.meta,
             "tensors": {k: asdict(v) for k, v in self.tensors.items()},
             "channel_absmax": {k: np.asarray(v, dtype=np.float32).tolist() for k, v in self.channel_absmax.items()},
+            "channel_mean": {k: np.asarray(v, dtype=np.float32).tolist() for k, v in self.channel_mean.items()},
         }
 
     @classmethod
@@ -77,9 +80,11 @@ class CalibrationTable:
         try:
             tensors = {k: TensorRange(**v) for k, v in data["tensors"].items()}
             chans = {k: np.asarray(v, dtype=np.float32) for k, v in data.get("channel_absmax", {}).items()}
+            means = {k: np.asarray(v, dtype=np.float32) for k, v in data.get("channel_mean", {}).items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"malformed calibration table: {exc}") from None
-        return cls(tensors=tensors, channel_absmax=chans, meta=dict(data.get("meta", {}))).validate()
+        return cls(tensors=tensors, channel_absmax=chans, channel_mean=means,
+                   meta=dict(data.get("meta", {}))).validate()
 
     def validate(self) -> "CalibrationTable":
         """Raise ``CalibrationError`` naming the first tensor whose range, scale, min/max or channel abs-max is

@@ -183,7 +183,7 @@ def quantize_weights(
     """Quantize the MatMul weights of ``model`` and save it to ``output`` (atomically)."""
     ir_model = load_model(model)
     result = quantize_model(ir_model, config, calibration, hessians)
-    result.path = atomic_write(output, lambda tmp: ir.save(ir_model, tmp))
+    result.path = atomic_write(output, lambda tmp: _save_loadable(ir_model, tmp))
     return result
 
 
@@ -215,3 +215,11 @@ def lm_calibration(
     stream = stream[: seq_len * max_windows]
     for ids in windows(stream, seq_len, batch):
         yield prefill_feeds(specs, ids)
+
+
+def _save_loadable(model: ir.Model, path: Path) -> None:
+    """Save, then make sure ONNX Runtime loads the file (raises ``UnloadableModelError`` otherwise)."""
+    from ..loadcheck import ensure_loads
+
+    ir.save(model, path)
+    ensure_loads(path)

@@ -63,7 +63,7 @@ def used_names(graph: ir.Graph) -> set[str]:
 def add_initializer(graph: ir.Graph, name: str, array: np.ndarray, taken: set[str] | None = None) -> ir.Value:
     """Register ``array`` as a new initializer under a unique name derived from ``name``."""
     name = unique_name(graph, name, taken)
-    value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array), name=name))
+    value = ir.Value(name=name, const_value=ir.tensor(np.asarray(array, order="C"), name=name))
     value.shape = ir.Shape(array.shape)
     value.dtype = value.const_value.dtype
     graph.register_initializer(value)
@@ -80,7 +80,7 @@ def replace_initializer_for(node: ir.Node, index: int, graph: ir.Graph, array: n
     old = node.inputs[index]
     assert old is not None
     if old.is_initializer() and len(old.uses()) == 1 and not old.is_graph_input():
-        old.const_value = ir.tensor(np.ascontiguousarray(array.astype(old.const_value.numpy().dtype)), name=old.name)
+        old.const_value = ir.tensor(np.asarray(array.astype(old.const_value.numpy().dtype), order="C"), name=old.name)
         return old
     base = old.name or f"{node.name}_input{index}"
     new = add_initializer(graph, base, array.astype(const_array(old).dtype), taken)

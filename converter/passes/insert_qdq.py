@@ -3,7 +3,9 @@
 Weights are stored quantized (int8 initializers, symmetric, per output channel) behind a
 DequantizeLinear; activations get ``QuantizeLinear -> DequantizeLinear`` with per-tensor
 parameters from the calibration table; Conv biases are stored as int32 with
-scale = input scale x weight scale so integer kernels can add them exactly.
+scale = input scale x weight scale so integer kernels can add them exactly (a channel whose weights are
+~0 gets a larger weight scale so that its bias fits), after bias correction: ``(W - W_q) . E[x]`` with
+E[x] per input channel from the table's ``channel_mean``.
 """
 from __future__ import annotations
 
@@ -17,9 +19,17 @@ from ..calib.table import CalibrationError, CalibrationTable, TensorRange
 from ..quant.config import QuantConfig
 from ..quant.errors import QuantizationError
 from ..quant.rules import SCALE_SHARING_OPS
-from ..quant.scheme import QParams, activation_qparams, bias_qparams, quantize, weight_qparams
+from ..quant.scheme import (
+    QParams,
+    activation_qparams,
+    bias_qparams,
+    bias_scale_floor,
+    dequantize,
+    quantize,
+    weight_qparams,
+)
 from ._utils import add_initializer, const_array, shape_of, unique_name, used_names
-from .qdq_placement import plan_of
+from .qdq_placement import NodePlan, plan_of, quantized_output
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,17 @@ def lookup_range(table: CalibrationTable, value: ir.Value) -> TensorRange | None
             return None
         v = producer.inputs[0]
     return None
+
+
+def _float_source(value: ir.Value | None) -> ir.Value | None:
+    """The float tensor behind ``DequantizeLinear(QuantizeLinear(x))`` inserted here (``x``), else ``value``."""
+    if value is None or not value.meta.get(_DQ_FLAG):
+        return value
+    dq = value.producer()
+    q = dq.inputs[0].producer() if dq is not None and dq.inputs else None
+    if q is None or q.op_type != "QuantizeLinear":
+        return value
+    return q.inputs[0]
 
 
 class InsertQDQPass(InPlacePass):
@@ -64,6 +85,7 @@ class InsertQDQPass(InPlacePass):
         weight_cache: dict[tuple[int, int | None], tuple[ir.Value, QParams]] = {}
         for node in marked:
             plan = plan_of(node)
+            originals = list(node.inputs)  # before Q/DQ replace them (bias correction reads x and W)
             x_qp = None
             for i in plan.activations:
                 v = node.inputs[i]
@@ -77,16 +99,20 @@ class InsertQDQPass(InPlacePass):
             if plan.weight is not None:
                 idx, axis = plan.weight
                 w = node.inputs[idx]
-                key = (id(w), axis)
+                floor = None
+                if plan.bias is not None and x_qp is not None and self.config.profile.int32_bias:
+                    floor = bias_scale_floor(const_array(node.inputs[plan.bias]), x_qp.scale)
+                key = (id(w), axis, None if floor is None else floor.tobytes())
                 if key not in weight_cache:
-                    weight_cache[key] = self._quantize_weight(w, axis)
+                    weight_cache[key] = self._quantize_weight(w, axis, floor)
                 wq, wqp = weight_cache[key]
                 node.replace_input_with(idx, self._dq_node(wq, wqp, f"{w.name}_dequantized", w))
             if plan.bias is not None and wqp is not None and self.config.profile.int32_bias:
                 b = node.inputs[plan.bias]
-                node.replace_input_with(plan.bias, self._quantize_bias(b, x_qp.scale, wqp))
+                shift = self._bias_shift(node, originals, plan, wqp) if self.config.bias_correction else None
+                node.replace_input_with(plan.bias, self._quantize_bias(b, x_qp.scale, wqp, shift))
             if plan.output:
-                y = node.outputs[0]
+                y = quantized_output(node, plan)
                 self._quantize_output(y, act_q[y.name])
             node.meta.pop("qdq", None)
         log.info("inserted Q/DQ around %d nodes (%d activation tensors, %d weights)",
@@ -102,7 +128,8 @@ class InsertQDQPass(InPlacePass):
             for i in plan.activations:
                 needed[node.inputs[i].name] = node.inputs[i]
             if plan.output:
-                needed[node.outputs[0].name] = node.outputs[0]
+                y = quantized_output(node, plan)
+                needed[y.name] = y
         params: dict[str, QParams] = {}
         missing = []
         for name, value in needed.items():
@@ -164,14 +191,44 @@ class InsertQDQPass(InPlacePass):
             self._quantized[id(v)] = q
         return self._dq_node(q, qp, f"{v.name}_dequantized", v)
 
-    def _quantize_weight(self, w: ir.Value, axis: int | None) -> tuple[ir.Value, QParams]:
+    def _quantize_weight(self, w: ir.Value, axis: int | None,
+                         floor: np.ndarray | None = None) -> tuple[ir.Value, QParams]:
         arr = const_array(w).astype(np.float32)
-        qp = weight_qparams(arr, axis, name=w.name or "", qmax=self.config.profile.weight_qmax)
+        qp = weight_qparams(arr, axis, name=w.name or "", qmax=self.config.profile.weight_qmax, floor=floor)
         q = self._init(f"{w.name}_quantized", quantize(arr, qp))
         return q, qp
 
-    def _quantize_bias(self, b: ir.Value, x_scale: np.ndarray, wqp: QParams) -> ir.Value:
+    def _bias_shift(self, node: ir.Node, inputs: list[ir.Value | None], plan: NodePlan,
+                    wqp: QParams) -> np.ndarray | None:
+        """``(W - W_q) . E[x]`` per output channel: the mean error weight rounding adds to the output
+        (Conv: summed over the kernel window, padding ignored; Gemm: along the reduced axis)."""
+        x = _float_source(inputs[plan.activations[0]])
+        mean = self.table.channel_mean.get(x.name) if x is not None else None
+        w = const_array(inputs[plan.weight[0]])
+        if mean is None or w is None:
+            return None
+        w = w.astype(np.float32)
+        err = w - dequantize(quantize(w, wqp), wqp)
+        if node.op_type == "Conv":
+            group = node.attributes.get("group")
+            g = 1 if group is None else group.as_int()
+            cout, cpg = err.shape[:2]
+            if cout % g or mean.size != g * cpg:
+                return None
+            per_in = err.reshape(cout, cpg, -1).sum(-1).reshape(g, cout // g, cpg)
+            return (per_in * mean.reshape(g, 1, cpg)).sum(-1).reshape(cout)
+        trans_a = node.attributes.get("transA")
+        if node.op_type == "Gemm" and err.ndim == 2 and not (trans_a is not None and trans_a.as_int()):
+            trans_b = node.attributes.get("transB")
+            err = err if trans_b is not None and trans_b.as_int() else err.T  # (out, in)
+            return err @ mean if err.shape[1] == mean.size else None
+        return None
+
+    def _quantize_bias(self, b: ir.Value, x_scale: np.ndarray, wqp: QParams,
+                       shift: np.ndarray | None = None) -> ir.Value:
         arr = const_array(b).astype(np.float32)
+        if shift is not None and shift.shape == arr.shape:
+            arr = arr + shift.astype(np.float32)
         qp = bias_qparams(x_scale, wqp)
         if qp.axis is not None:
             qp = QParams(qp.scale, qp.zero_point, qp.dtype, 0)

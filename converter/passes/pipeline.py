@@ -73,4 +73,5 @@ def insert_qdq(model: ir.Model, table: CalibrationTable, config: QuantConfig) ->
 def copy_table(table: CalibrationTable) -> CalibrationTable:
     """A copy whose dicts can be changed without touching the caller's table."""
     return CalibrationTable(tensors=dict(table.tensors), channel_absmax=dict(table.channel_absmax),
+                            channel_mean=dict(table.channel_mean),
                             meta=copy.deepcopy(table.meta))

@@ -274,6 +274,8 @@ class SmoothQuantPass(InPlacePass):
     def _update_table(self, src: str, dst: str, names: list[str], s: np.ndarray) -> None:
         a = self.table.channel_absmax[src]
         self.table.channel_absmax[dst] = (a / s).astype(np.float32)
+        if src in self.table.channel_mean:  # the smoothed tensor is x / s: so is its mean
+            self.table.channel_mean[dst] = (self.table.channel_mean[src] / s).astype(np.float32)
         for name in dict.fromkeys(names):
             base = self.table.tensors.get(name)
             if base is None and name == dst:

@@ -52,9 +52,23 @@ def activation_qparams(lo: float, hi: float, dtype: str = "uint8", *, name: str 
     return QParams(np.asarray(scale, np.float32), np.asarray(zp, dtype), dtype)
 
 
-def weight_qparams(w: np.ndarray, axis: int | None, *, name: str = "", qmax: int = WEIGHT_QMAX) -> QParams:
-    """Symmetric int8 parameters for a weight: one scale per slice along ``axis`` (None: per tensor),
-    on the grid [-qmax, qmax] (127; 63 for 7-bit "reduce range" weights)."""
+BIAS_QMAX = 2**27
+"""Largest |int32 bias| allowed: 16x headroom below int32 for the products the kernel adds to it."""
+
+
+def bias_scale_floor(bias: np.ndarray, input_scale: np.ndarray) -> np.ndarray:
+    """Smallest weight scale per output channel that keeps ``bias / (input scale x weight scale)`` within
+    ``BIAS_QMAX``. Channels whose weights are (almost) all zero would otherwise get a tiny scale and an
+    int32 bias that saturates, losing the channel's constant output (as ONNX Runtime's quantizer does,
+    the weight scale of such a channel is raised instead)."""
+    return (np.abs(np.asarray(bias, np.float32)) / (np.float32(input_scale) * BIAS_QMAX)).astype(np.float32)
+
+
+def weight_qparams(w: np.ndarray, axis: int | None, *, name: str = "", qmax: int = WEIGHT_QMAX,
+                   floor: np.ndarray | None = None) -> QParams:
+    """Symmetric int8 parameters for a weight: one scale per slice along ``axis`` (None: per tensor), on
+    the grid [-qmax, qmax] (127; 63 for 7-bit "reduce range" weights); ``floor``: a lower bound on the
+    scale(s), e.g. ``bias_scale_floor``."""
     w = np.asarray(w, np.float32)
     if not np.all(np.isfinite(w)):
         raise QuantizationError(f"weight '{name}' contains NaN or Inf")
@@ -65,6 +79,9 @@ def weight_qparams(w: np.ndarray, axis: int | None, *, name: str = "", qmax: int
         reduce = tuple(i for i in range(w.ndim) if i != axis)
         amax = np.abs(w).max(axis=reduce, initial=0.0).astype(np.float32)
     scale = np.maximum(amax / qmax, _TINY).astype(np.float32)
+    if floor is not None:
+        floor = np.asarray(floor, np.float32)
+        scale = np.maximum(scale, floor if axis is not None else floor.max(initial=0.0)).astype(np.float32)
     return QParams(scale, np.zeros(scale.shape, np.int8), "int8", axis)
 
 

@@ -175,3 +175,17 @@ def test_channel_absmax_last_axis_and_conv_axis(kernel: str) -> None:
     np.testing.assert_allclose(conv.absmax, np.abs(x).max(axis=(0, 2, 3)))
     with pytest.raises(CalibrationError, match="'x' changed its channel count"):
         conv.update(rng.standard_normal((2, 5, 4, 4)).astype(np.float32))
+
+
+def test_channel_mean_over_batches_skips_mask_sentinels() -> None:
+    obs = ChannelAbsMaxObserver(axis=1, name="x")
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 3, 5, 5)).astype(np.float32) + np.array([1, -2, 3], np.float32).reshape(1, 3, 1, 1)
+    b = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    obs.update(a)
+    obs.update(b)
+    expected = np.concatenate([a, b]).mean((0, 2, 3))
+    np.testing.assert_allclose(obs.mean, expected, rtol=1e-5)
+    masked = ChannelAbsMaxObserver(axis=-1, name="scores")
+    masked.update(np.array([[1.0, -3.4e38], [3.0, 2.0]], np.float32))
+    np.testing.assert_allclose(masked.mean, [2.0, 2.0])

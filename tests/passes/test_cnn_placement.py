@@ -1,0 +1,171 @@
+"""CNN activations: Relu/Clip fold into the producer's output quantization (quantized once, after the
+activation), ORT fuses the result into QLinearConv; an SE block stays within tolerance of FP32."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import helper
+from int8_numerics import assert_fused_close, run_exact
+from qdq_graphs import calibrate_table, make_model, optimized_op_types, run
+
+from converter.passes.pipeline import preprocess
+from converter.passes.qdq_placement import QDQPlacementPass, plan_of, required_tensors
+from converter.quant.config import QuantConfig
+from converter.quantize import quantize
+
+C = 16
+
+
+def _w(rng: np.random.Generator, *shape: int, scale: float = 0.3) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _conv_chain() -> onnx.ModelProto:
+    """Conv -> Clip(0, 6) -> depthwise Conv -> Relu -> Conv -> GlobalAveragePool, with biases that give
+    the pre-activation tensors a much wider range than the activations' outputs."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Clip", ["c1", "lo", "hi"], ["a1"], name="relu6"),
+        helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=C, name="dwconv"),
+        helper.make_node("Relu", ["c2"], ["a2"], name="relu"),
+        helper.make_node("Conv", ["a2", "w3", "b3"], ["c3"], name="project"),
+        helper.make_node("GlobalAveragePool", ["c3"], ["y"], name="gap"),
+    ]
+    inits = {"w1": _w(rng, C, 3, 3, 3, scale=2.0), "b1": _w(rng, C, scale=8.0),
+             "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32),
+             "w2": _w(rng, C, 1, 3, 3), "b2": _w(rng, C, scale=4.0) - 3.0,
+             "w3": _w(rng, C, C, 1, 1), "b3": _w(rng, C)}
+    return make_model(nodes, {"x": ["batch", 3, 12, 12]}, ["y"], inits)
+
+
+def _batches(seed: int, n: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((4, 3, 12, 12)).astype(np.float32)} for _ in range(n)]
+
+
+def _q_inputs(model: onnx.ModelProto) -> set[str]:
+    return {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+
+def test_relu_and_clip_fold_into_the_conv_output() -> None:
+    config = QuantConfig()
+    m = preprocess(ir.from_proto(_conv_chain()), config)
+    QDQPlacementPass(config)(m)
+    plans = {n.name: plan_of(n) for n in m.graph if plan_of(n) is not None}
+    assert [a.name for a in plans["conv1"].folded] == ["relu6"]
+    assert [a.name for a in plans["dwconv"].folded] == ["relu"]
+    assert plans["project"].folded == ()
+    # the pre-activation tensors c1, c2 need no range: quantized once, after the activation
+    assert sorted(required_tensors(m)) == ["a1", "a2", "c3", "x"]
+
+
+def test_conv_activation_chain_is_quantized_once_and_fused(tmp_path) -> None:
+    model = _conv_chain()
+    q = quantize(model, calibrate_table(model, _batches(1, 4)), QuantConfig())
+    assert _q_inputs(q) == {"x", "a1", "a2", "c3"}  # not c1, c2 (before and after each activation)
+    ops = optimized_op_types(q, tmp_path)
+    assert ops["QLinearConv"] == 3, ops  # the activations are absorbed by the Q's range
+    assert ops["Clip"] == 0 and ops["Relu"] == 0, ops
+    feeds = _batches(7, 1)[0]
+    ref, exact, fused = run(model, feeds)[0], run_exact(q, feeds)["y"], run(q, feeds)[0]
+    assert np.abs(exact - ref).max() < 0.03 * np.abs(ref).max()
+    assert_fused_close(fused, exact)
+
+
+def test_activation_with_other_users_or_graph_output_is_not_folded() -> None:
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["y"], name="relu"),
+             helper.make_node("Conv", ["x", "w"], ["d"], name="conv2"),
+             helper.make_node("Relu", ["d"], ["e"], name="relu2"),
+             helper.make_node("Sigmoid", ["d"], ["f"], name="sig")]
+    model = make_model(nodes, {"x": [1, 3, 4, 4]}, ["y", "e", "f"], {"w": _w(rng, 4, 3, 1, 1)})
+    config = QuantConfig()
+    m = preprocess(ir.from_proto(model), config)
+    QDQPlacementPass(config)(m)
+    plans = {n.name: plan_of(n) for n in m.graph if plan_of(n) is not None}
+    assert plans["conv"].folded == () and plans["conv"].output  # Relu output is a graph output
+    assert plans["conv2"].folded == () and plans["conv2"].output  # d has two users
+    assert sorted(required_tensors(m)) == ["c", "d", "x"]
+
+
+def _se_block() -> onnx.ModelProto:
+    """Conv -> Relu -> squeeze-excite (GlobalAveragePool -> Conv -> Relu -> Conv -> Sigmoid -> Mul)
+    -> Conv, the block of MobileNetV3 / EfficientNet."""
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["a1"]),
+        helper.make_node("GlobalAveragePool", ["a1"], ["g"]),
+        helper.make_node("Conv", ["g", "ws", "bs"], ["s"]),
+        helper.make_node("Relu", ["s"], ["sr"]),
+        helper.make_node("Conv", ["sr", "we", "be"], ["e"]),
+        helper.make_node("Sigmoid", ["e"], ["gate"]),
+        helper.make_node("Mul", ["a1", "gate"], ["scaled"]),
+        helper.make_node("Conv", ["scaled", "w2", "b2"], ["y"]),
+    ]
+    inits = {"w1": _w(rng, C, 3, 3, 3), "b1": _w(rng, C), "ws": _w(rng, 4, C, 1, 1), "bs": _w(rng, 4),
+             "we": _w(rng, C, 4, 1, 1), "be": _w(rng, C), "w2": _w(rng, 8, C, 1, 1), "b2": _w(rng, 8)}
+    return make_model(nodes, {"x": ["batch", 3, 12, 12]}, ["y"], inits)
+
+
+def test_se_block_holds_fp32_tolerance(tmp_path) -> None:
+    model = _se_block()
+    q = quantize(model, calibrate_table(model, _batches(3, 4)), QuantConfig())
+    assert {"c1", "s"}.isdisjoint(_q_inputs(q))  # quantized after their Relu, not before
+    assert optimized_op_types(q, tmp_path)["QLinearConv"] >= 3
+    feeds = _batches(8, 1)[0]
+    ref, exact, fused = run(model, feeds)[0], run_exact(q, feeds)["y"], run(q, feeds)[0]
+    assert np.abs(exact - ref).max() < 0.05 * np.abs(ref).max()
+    assert_fused_close(fused, exact)
+
+
+def test_channel_with_zero_weights_keeps_its_bias() -> None:
+    """A dead channel (all-zero weights, as pruned or ReLU6-saturated nets have) outputs its bias: its
+    int32 bias must not saturate (the weight scale is raised instead of a near-zero one)."""
+    rng = np.random.default_rng(4)
+    w = _w(rng, 4, 3, 3, 3)
+    w[1] = 0.0
+    w[2] = 1e-9
+    b = np.array([0.1, 2.5, -1.5, 0.3], np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c", "w2"], ["y"])]
+    model = make_model(nodes, {"x": ["batch", 3, 6, 6]}, ["y", "c"], {"w": w, "b": b, "w2": _w(rng, 2, 4, 1, 1)})
+    feeds = {"x": rng.standard_normal((2, 3, 6, 6)).astype(np.float32)}
+    q = quantize(model, calibrate_table(model, [feeds]), QuantConfig())
+    biases = [i for i in q.graph.initializer if i.name == "b_quantized"]
+    assert np.abs(onnx.numpy_helper.to_array(biases[0]).astype(np.int64)).max() < 2**31 - 1
+    exact = run_exact(q, feeds)["c"]
+    np.testing.assert_allclose(exact[:, 1], 2.5, atol=0.05)
+    np.testing.assert_allclose(exact[:, 2], -1.5, atol=0.05)
+
+
+def test_bias_correction_removes_the_mean_shift_of_weight_rounding(tmp_path) -> None:
+    """Depthwise 3x3 kernels with one large tap: the small taps round coarsely, and on an input with a
+    large mean that shifts every output channel. Bias correction folds (W - W_q) . E[x] into the bias
+    (x: the quantized output of the Conv + Relu before it)."""
+    rng = np.random.default_rng(5)
+    w = _w(rng, C, 1, 3, 3, scale=0.05)
+    w[:, 0, 1, 1] = 2.0
+    nodes = [helper.make_node("Conv", ["x", "eye"], ["p"], name="pre"),
+             helper.make_node("Relu", ["p"], ["a"]),
+             helper.make_node("Conv", ["a", "w", "b"], ["y"], group=C, name="dw")]
+    eye = np.eye(C, dtype=np.float32).reshape(C, C, 1, 1)
+    model = make_model(nodes, {"x": ["batch", C, 8, 8]}, ["y"], {"eye": eye, "w": w, "b": _w(rng, C)})
+    data = [{"x": (4.0 + rng.standard_normal((4, C, 8, 8))).astype(np.float32)} for _ in range(4)]
+    table = calibrate_table(model, data)
+    assert table.channel_mean["a"].shape == (C,) and abs(float(table.channel_mean["a"].mean()) - 4.0) < 0.1
+    table.save(tmp_path / "t.json")
+    from converter.calib.table import CalibrationTable
+
+    loaded = CalibrationTable.load(tmp_path / "t.json")
+    np.testing.assert_allclose(loaded.channel_mean["a"], table.channel_mean["a"])
+    feeds = {"x": (4.0 + rng.standard_normal((8, C, 8, 8))).astype(np.float32)}
+    ref = run(model, feeds)[0]
+    shift = {}
+    for on in (False, True):
+        q = quantize(model, loaded, QuantConfig(bias_correction=on))
+        shift[on] = np.abs((run_exact(q, feeds)["y"] - ref).mean((0, 2, 3))).max()
+    assert shift[True] < 0.25 * shift[False], shift
