@@ -118,7 +118,10 @@ def ours(fp32: Path, work: Path, calib: list[dict[str, np.ndarray]], methods: li
     out: dict[str, Path] = {}
     t = time.perf_counter()
     out["qdq default"] = quantize_file(fp32, work / "qdq_default.onnx", None, QuantConfig(), calib_data=calib)
-    log.info("qdq default: %.1fs", time.perf_counter() - t)
+    log.info("qdq default (%s): %.1fs", QuantConfig().profile.key, time.perf_counter() - t)
+    for cpu in ("vnni", "avx2"):  # each ort-cpu profile: 8-bit weights (exact with VNNI), 7-bit (exact everywhere)
+        out[f"qdq --cpu {cpu}"] = quantize_file(fp32, work / f"qdq_{cpu}.onnx", None, QuantConfig(cpu=cpu),
+                                               calib_data=calib)
     for method in methods:
         t = time.perf_counter()
         table = calibrate(str(fp32), calib, CalibConfig(method=method, symmetric=False), progress=False)
@@ -227,9 +230,13 @@ def measure(models: dict[str, Path], evals: list[dict[str, np.ndarray]], threads
 
 
 def format_table(rows: list[dict], n_eval: int, n_calib: int, threads: int) -> str:
+    from converter.quant.config import QuantConfig
+    from runtime.cpu import cpu_int8
+
     base = next(r for r in rows if r["model"] == "fp32")
     lines = [f"EfficientNet-Lite0, {n_eval} evaluation crops ({n_calib} calibration crops apart), "
              f"ORT CPU {threads} thread(s); top-1 = agreement with FP32's top-1; speed-up = FP32 ms / model ms",
+             f"CPU {cpu_int8().describe()}; qdq default = --cpu auto = {QuantConfig().profile.key}",
              "| model | top-1 exact | cos exact | top-1 fused | cos fused | size MB | b1 ms | b1 speed-up "
              "| b8 ms | b8 speed-up |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
