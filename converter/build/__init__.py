@@ -120,9 +120,9 @@ def _profile_facts(model, target: str, config: BuildConfig) -> dict[str, str]:  
         facts["quant_profile"] = recorded
         facts["int8_exact_needs_vnni"] = meta.get(METADATA_KEYS["exact_needs_vnni"], "0")
     if target in ("ort-cpu", "ort-edge"):
-        family = get_profile("ort-cpu", config.cpu).cpu
-        facts["cpu"] = family
-        if recorded in PROFILES and PROFILES[recorded].exact_needs_vnni and family in ("avx2", "portable"):
+        cpu = get_profile("ort-cpu", config.cpu)  # a family without VNNI has a scheme that needs none
+        facts["cpu"] = cpu.cpu
+        if recorded in PROFILES and PROFILES[recorded].exact_needs_vnni and not cpu.exact_needs_vnni:
             log.warning("the model was quantized for %s, whose u8xs8 products saturate on %s CPUs; "
-                        "re-quantize with --cpu %s", recorded, family, family)
+                        "re-quantize with --cpu %s", recorded, cpu.cpu, cpu.cpu)
     return facts
