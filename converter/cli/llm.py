@@ -23,7 +23,7 @@ def _read_text(data: str) -> str:
 
 
 @click.command("export-lm")
-@click.option("--model", "-m", required=True, help="Local Hugging Face causal-LM folder (Llama, GPT-2, Qwen, ...).")
+@click.option("--model", "-m", required=True, help="Local Hugging Face causal-LM folder (Llama, GPT-2, Qwen, ...) or the built-in smollm2.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .onnx file.")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 20).")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Max abs difference allowed vs torch.")

@@ -22,7 +22,7 @@ from runtime.atomic import move_into_place, staging_dir
 
 from ..errors import ExportError
 from ..export import ExportResult, _first_line, export_module
-from ..models import SOURCE_KEY, resolve_model
+from ..models import BUILTIN_MODELS, SOURCE_KEY, resolve_model
 from .kv_cache import CACHE_ARGUMENTS, cache_argument, returned_cache
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,8 @@ def export_causal_lm(
     """
     source = None
     if isinstance(model, (str, os.PathLike)):
-        source = str(resolve_model(model).resolve())
+        folder = resolve_model(model)  # a built-in name is recorded as the name: its folder is a cache
+        source = str(model).lower() if str(model).lower() in BUILTIN_MODELS else str(folder.resolve())
         model, _ = load_causal_lm(model)
     model = model.float().eval()
     params = set(inspect.signature(model.forward).parameters)
