@@ -43,7 +43,7 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
         click.option("--weights", "bits", type=click.Choice(["int4", "int8"]), default="int4", show_default=True,
                      help="Weight type."),
         click.option("--group-size", type=int, default=128, show_default=True,
-                     help="Weights per scale along K (power of two >= 16, dividing K)."),
+                     help="Weights per scale along K (power of two >= 16; a last partial group is padded)."),
         click.option("--algo", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
                      help="Round-to-nearest, or second-order GPTQ (needs --data)."),
         click.option("--act-order", is_flag=True, help="GPTQ: quantize columns by decreasing Hessian diagonal."),
