@@ -161,7 +161,7 @@ def export_causal_lm(
         staged = tmpdir / output.name
         result = export_module(
             wrapper, trace, staged, metadata=metadata, output_names=output_names, dynamic_axes=axes,
-            opset=opset, check=check, check_inputs=decode, atol=atol, rtol=rtol,
+            opset=opset, check=check, check_inputs=decode, atol=atol, rtol=rtol, optimize="light",
         )
         if check:
             prefill = _feeds(input_names, geometry, vocab, batch=2, seq=7, past=0, seed=2, pad_left=3)
