@@ -125,7 +125,8 @@ def export_causal_lm(
     Batch, sequence and past length are dynamic. With ``check``, ONNX Runtime is compared with
     torch on a decode step (past > 0, one new token, other batch size) and on a prefill step with
     an empty past and left padding (logits and presents at attended positions); a difference past
-    ``atol`` times the output's largest magnitude (+ ``rtol*|ref|``) raises ExportError and leaves no file. A model passed in is converted to float32 in place.
+    ``atol`` times the output's largest magnitude (+ ``rtol*|ref|``) raises ExportError and leaves
+    no file. A model passed in is converted to float32 in place.
     """
     source = None
     if isinstance(model, (str, os.PathLike)):
