@@ -23,18 +23,20 @@ def _read_text(data: str) -> str:
 
 
 @click.command("export-lm")
-@click.option("--model", "-m", required=True, help="Local Hugging Face causal-LM folder (Llama, GPT-2, Qwen, ...) or the built-in smollm2.")
+@click.option("--model", "-m", required=True,
+              help="Local Hugging Face causal-LM folder (Llama, GPT-2, Qwen, ...) or the built-in smollm2.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .onnx file.")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 20).")
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Max abs difference allowed vs torch, relative to each output's largest magnitude (if > 1).")
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="Max abs difference allowed vs torch, relative to each output's largest magnitude (if > 1).")
 @click.option("--no-check", is_flag=True, help="Skip comparing ONNX Runtime with torch.")
 def export_lm(model: str, output: Path, opset: int | None, atol: float, no_check: bool) -> None:
     """Export a causal LM with past key/values as inputs and outputs (dynamic batch, sequence, past)."""
     from converter.llm.export import export_causal_lm
 
     result = export_causal_lm(model, output, opset=opset, check=not no_check, atol=atol)
-    click.echo(f"wrote {result.path} in {result.seconds:.1f}s (opset {result.opset}, "
-               f"max abs diff vs torch {result.worst_diff:.3g}, {result.worst_relative_diff:.2g} of the output's scale)")
+    click.echo(f"wrote {result.path} in {result.seconds:.1f}s (opset {result.opset}, max abs diff vs torch "
+               f"{result.worst_diff:.3g}, {result.worst_relative_diff:.2g} of the output's scale)")
 
 
 def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
