@@ -14,7 +14,8 @@ from converter.models import DEFAULT_MODEL
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .onnx file.")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 20).")
 @click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), default="dynamo", show_default=True)
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Max abs difference allowed vs the framework.")
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="Max abs difference allowed vs the framework, relative to each output's largest magnitude (if > 1).")
 @click.option("--no-check", is_flag=True, help="Skip comparing ONNX Runtime's outputs with the framework's.")
 def command(model: str, output: Path, opset: int | None, exporter: str, atol: float, no_check: bool) -> None:
     """Export a model to ONNX with dynamic batch and sequence axes, checked against PyTorch."""

@@ -25,10 +25,12 @@ def _read_text(data: str) -> str:
 
 
 @click.command("export-lm")
-@click.option("--model", "-m", required=True, help="Local Hugging Face causal-LM folder (Llama, GPT-2, Qwen, ...).")
+@click.option("--model", "-m", required=True,
+              help="Local Hugging Face causal-LM folder (Llama, GPT-2, Qwen, ...) or the built-in smollm2.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .onnx file.")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 20).")
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Max abs difference allowed vs torch.")
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="Max abs difference allowed vs torch, relative to each output's largest magnitude (if > 1).")
 @click.option("--no-check", is_flag=True, help="Skip comparing ONNX Runtime with torch.")
 def export_lm(model: str, output: Path, opset: int | None, atol: float, no_check: bool) -> None:
     """Export a causal LM with past key/values as inputs and outputs (dynamic batch, sequence, past)."""
@@ -36,8 +38,8 @@ def export_lm(model: str, output: Path, opset: int | None, atol: float, no_check
 
     check_outputs([(output, None)], [model])
     result = export_causal_lm(model, output, opset=opset, check=not no_check, atol=atol)
-    click.echo(f"wrote {result.path} in {result.seconds:.1f}s (opset {result.opset}, "
-               f"max abs diff vs torch {result.worst_diff:.3g})")
+    click.echo(f"wrote {result.path} in {result.seconds:.1f}s (opset {result.opset}, max abs diff vs torch "
+               f"{result.worst_diff:.3g}, {result.worst_relative_diff:.2g} of the output's scale)")
 
 
 def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
@@ -46,7 +48,7 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
         click.option("--weights", "bits", type=click.Choice(["int4", "int8"]), default="int4", show_default=True,
                      help="Weight type."),
         click.option("--group-size", type=int, default=128, show_default=True,
-                     help="Weights per scale along K (power of two >= 16, dividing K)."),
+                     help="Weights per scale along K (power of two >= 16; a last partial group is padded)."),
         click.option("--algo", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
                      help="Round-to-nearest, or second-order GPTQ (needs --data)."),
         click.option("--act-order", is_flag=True, help="GPTQ: quantize columns by decreasing Hessian diagonal."),

@@ -18,7 +18,7 @@ class WeightOnlyConfig:
     """How to quantize MatMul weights.
 
     bits: 4 or 8. group_size: weights along K share one scale (and zero point) per group; a power of
-    two >= 16 that divides every quantized K. algo: ``rtn`` (round to nearest) or ``gptq``
+    two >= 16 (when it does not divide K, the last group is shorter: padded, as MatMulNBits allows). algo: ``rtn`` (round to nearest) or ``gptq``
     (second-order, block-wise error compensation with H = 2XXᵀ from calibration data).
     symmetric: zero point fixed at 2^(bits-1) (else one per group). act_order: GPTQ visits columns by
     decreasing Hessian diagonal (group scales stay tied to the original column groups). damp: added

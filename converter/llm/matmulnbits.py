@@ -1,12 +1,12 @@
 """Pack quantized weights into what ONNX Runtime runs, and build the replacement nodes.
 
-``matmulnbits``: com.microsoft MatMulNBits. B is uint8 [N, K/G, G*bits/8] (for 4 bits, element 2j
-in the low nibble and 2j+1 in the high nibble of byte j), scales float [N * K/G], zero points uint8
-[N * ceil(K/G * bits/8)] packed the same way along the blocks of each column (omitted when
-symmetric: ONNX Runtime then uses 2^(bits-1)).
+``matmulnbits``: com.microsoft MatMulNBits. B is uint8 [N, ceil(K/G), G*bits/8] (for 4 bits, element
+2j in the low nibble and 2j+1 in the high nibble of byte j; a last partial block padded with its
+zero point), scales float [N * ceil(K/G)], zero points uint8 [N * ceil(ceil(K/G) * bits/8)] packed
+the same way along the blocks of each column (omitted when symmetric: ONNX Runtime then uses 2^(bits-1)).
 
 ``qdq``: opset-21 block-wise DequantizeLinear (axis 0, block_size G) on an int4/int8 (symmetric) or
-uint4/uint8 (asymmetric) weight [K, N], feeding the original MatMul.
+uint4/uint8 (asymmetric) weight [K, N] with scales [ceil(K/G), N], feeding the original MatMul.
 """
 from __future__ import annotations
 
@@ -28,9 +28,8 @@ def _pack_nibbles(levels: np.ndarray) -> np.ndarray:
 
 def pack_matmulnbits(qw: QuantizedWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(B, scales, zero_points or None) in MatMulNBits' layout for W [N, K]."""
-    n, k = qw.q.shape
-    blocks = k // qw.group_size
-    levels = qw.q.reshape(n, blocks, qw.group_size)
+    n = qw.q.shape[0]
+    levels = qw.padded_levels().reshape(n, qw.blocks, qw.group_size)
     if qw.bits == 4:
         packed = _pack_nibbles(levels)
         zp = None if qw.symmetric else _pack_nibbles(qw.zero_points).reshape(-1)

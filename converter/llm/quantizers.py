@@ -2,6 +2,9 @@
 
 Weights are handled as W [N, K] (output channels x input features, i.e. an ONNX MatMul's B
 transposed); groups of ``group_size`` consecutive input features share a scale and zero point.
+When the group size does not divide K, the last group is shorter: the weights are padded with
+zeros to ceil(K/G) whole groups (zeros change no group's scale or zero point), as ONNX Runtime's
+MatMulNBits lays them out, and the padding is dropped from the levels.
 Levels are unsigned ``0 .. 2^bits - 1`` and ``w ≈ (q - zero_point) * scale``, ONNX Runtime's
 MatMulNBits convention. Symmetric groups use zero point 2^(bits-1) and, like ONNX Runtime's own
 quantizer, a signed scale mapping the group's largest-magnitude weight exactly to level 0.
@@ -30,18 +33,31 @@ class QuantizedWeight:
     """Integer levels and per-group parameters of one weight matrix W [N, K]."""
 
     q: np.ndarray  # uint8 [N, K], levels 0 .. 2^bits - 1
-    scales: np.ndarray  # float32 [N, K // group_size]
-    zero_points: np.ndarray  # uint8 [N, K // group_size]
+    scales: np.ndarray  # float32 [N, ceil(K / group_size)]
+    zero_points: np.ndarray  # uint8 [N, ceil(K / group_size)]
     bits: int
     group_size: int
     symmetric: bool
 
+    @property
+    def blocks(self) -> int:
+        """Groups per row: ceil(K / group_size) (the last one shorter when G does not divide K)."""
+        return -(-self.q.shape[1] // self.group_size)
+
+    def padded_levels(self) -> np.ndarray:
+        """Levels [N, blocks * G], the padding set to each last group's zero point (dequantizes to 0)."""
+        n, k = self.q.shape
+        pad = self.blocks * self.group_size - k
+        if not pad:
+            return self.q
+        return np.concatenate([self.q, np.repeat(self.zero_points[:, -1:], pad, axis=1)], axis=1)
+
     def dequantize(self) -> np.ndarray:
         """W' [N, K] float32 = (q - zero_point) * scale, per group."""
-        n, k = self.q.shape
         g = self.group_size
-        levels = self.q.reshape(n, k // g, g).astype(np.float32) - self.zero_points[..., None].astype(np.float32)
-        return (levels * self.scales[..., None]).reshape(n, k)
+        zero = np.repeat(self.zero_points.astype(np.float32), g, axis=1)[:, : self.q.shape[1]]
+        scale = np.repeat(self.scales, g, axis=1)[:, : self.q.shape[1]]
+        return (self.q.astype(np.float32) - zero) * scale
 
 
 def group_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,14 +85,15 @@ def _quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: in
 
 
 def check_shape(w: np.ndarray, group_size: int, name: str = "weight") -> None:
-    """Reject weights whose K is not a multiple of the group size."""
+    """Reject weights that are not 2-D (any K fits: a last partial group is padded)."""
     if w.ndim != 2:
         raise WeightQuantError(f"{name}: expected a 2-D weight, got shape {w.shape}")
-    if w.shape[1] % group_size:
-        raise WeightQuantError(
-            f"{name}: K={w.shape[1]} is not divisible by group size {group_size}; pick a group size dividing K "
-            f"or exclude this MatMul"
-        )
+
+
+def _pad_k(w: torch.Tensor, group_size: int) -> torch.Tensor:
+    """W [N, K] with zero columns appended up to a whole number of groups."""
+    pad = -w.shape[1] % group_size
+    return torch.nn.functional.pad(w, (0, pad)) if pad else w
 
 
 def quantize_rtn(w: np.ndarray, config: WeightOnlyConfig, name: str = "weight") -> QuantizedWeight:
@@ -84,10 +101,12 @@ def quantize_rtn(w: np.ndarray, config: WeightOnlyConfig, name: str = "weight") 
     check_shape(w, config.group_size, name)
     n, k = w.shape
     g, maxq = config.group_size, 2**config.bits - 1
-    wt = torch.tensor(np.asarray(w), dtype=torch.float64).reshape(n * (k // g), g)
+    wt = _pad_k(torch.tensor(np.asarray(w), dtype=torch.float64), g)
+    blocks = wt.shape[1] // g
+    wt = wt.reshape(n * blocks, g)
     scale, zero = group_params(wt, config.bits, config.symmetric)
     q = _quantize(wt, scale[:, None], zero[:, None], maxq)
-    return _pack_result(q.reshape(n, k), scale.reshape(n, k // g), zero.reshape(n, k // g), config)
+    return _pack_result(q.reshape(n, blocks * g)[:, :k], scale.reshape(n, blocks), zero.reshape(n, blocks), config)
 
 
 @contextlib.contextmanager
@@ -113,8 +132,11 @@ def _gptq(w: np.ndarray, hessian: np.ndarray, config: WeightOnlyConfig, name: st
     if hessian.shape != (k, k):
         raise WeightQuantError(f"{name}: Hessian shape {hessian.shape} does not match K={k}")
     g, maxq, bits, sym = config.group_size, 2**config.bits - 1, config.bits, config.symmetric
-    W = torch.tensor(np.asarray(w), dtype=torch.float64)
+    W = _pad_k(torch.tensor(np.asarray(w), dtype=torch.float64), g)
     H = torch.tensor(np.asarray(hessian), dtype=torch.float64)
+    if W.shape[1] != k:  # padded columns see no input: dead, like unused features
+        H = torch.nn.functional.pad(H, (0, W.shape[1] - k, 0, W.shape[1] - k))
+    k_true, k = k, W.shape[1]
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
@@ -162,7 +184,7 @@ def _gptq(w: np.ndarray, hessian: np.ndarray, config: WeightOnlyConfig, name: st
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
     if config.act_order:
         Q = Q[:, torch.argsort(perm)]
-    return _pack_result(Q, scales, zeros, config)
+    return _pack_result(Q[:, :k_true], scales, zeros, config)
 
 
 def _pack_result(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, config: WeightOnlyConfig) -> QuantizedWeight:

@@ -141,7 +141,7 @@ def quantize_model(
         _replace(graph, node, qw, config, label)
         result.quantized.append(label)
         result.float_bytes += w.size * 4
-        levels = qw.q.size + (0 if qw.symmetric else qw.zero_points.size)
+        levels = qw.blocks * qw.group_size * qw.q.shape[0] + (0 if qw.symmetric else qw.zero_points.size)
         result.quantized_bytes += levels * qw.bits // 8 + qw.scales.size * 4
     _drop_unused_initializers(graph)
     if config.format == "matmulnbits":

