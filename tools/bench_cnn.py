@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import subprocess
 import tempfile
 import time
@@ -200,6 +199,7 @@ def agreement(ref: np.ndarray, out: np.ndarray) -> tuple[float, float]:
 
 def measure(models: dict[str, Path], evals: list[dict[str, np.ndarray]], threads: int, runs: int) -> list[dict]:
     from runtime import Engine
+    from runtime.bench import benchmark_interleaved
 
     engines = {k: Engine.load(v, session_options=session_options(threads)) for k, v in models.items()}
     ref = logits(engines["fp32"], evals)
@@ -210,20 +210,10 @@ def measure(models: dict[str, Path], evals: list[dict[str, np.ndarray]], threads
         fused = agreement(ref, logits(eng, evals))
         rows.append({"model": label, "top1_exact": exact[0], "cos_exact": exact[1], "top1_fused": fused[0],
                      "cos_fused": fused[1], "size": models[label].stat().st_size / 1e6})
-    x = np.concatenate([f["image"] for f in evals])
-    for batch in (1, 8):
-        feeds = {"image": x[:batch]}
-        times: dict[str, list[float]] = {k: [] for k in engines}
-        for eng in engines.values():
-            eng.run(feeds)
-            eng.run(feeds)
-        for _ in range(runs):
-            for label, eng in engines.items():
-                t = time.perf_counter()
-                eng.run(feeds)
-                times[label].append(time.perf_counter() - t)
-        for row in rows:
-            row[f"b{batch}"] = statistics.median(times[row["model"]]) * 1e3
+    for batch in (1, 8):  # runtime.bench alternates the models run by run, on the same feeds
+        results = benchmark_interleaved(list(engines.values()), batch=batch, runs=runs, warmup=2)
+        for row, result in zip(rows, results):
+            row[f"b{batch}"] = result.p50
     for eng in engines.values():
         eng.close()
     return rows
