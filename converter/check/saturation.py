@@ -23,8 +23,14 @@ SEVEN_BIT_QMAX = 63
 _LAYERS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 
 
-def u8s8_layers(index: GraphIndex, qdq: list[QdqNode]) -> list[tuple[str, int]]:
-    """(layer label, largest |weight q|) of every layer fed uint8 activations and constant int8 weights."""
+def _depthwise(node, weights: "np.ndarray") -> bool:  # noqa: ANN001
+    group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+    return node.op_type == "Conv" and group > 1 and weights.ndim == 4 and weights.shape[1] == 1 and weights.shape[0] == group
+
+
+def u8s8_layers(index: GraphIndex, qdq: list[QdqNode]) -> list[tuple[str, int, bool]]:
+    """(layer label, largest |weight q|, depthwise) of every layer fed uint8 activations and constant int8
+    weights. Depthwise Convs run on a kernel that widens to int16 first: they never saturate."""
     dq_by_output = {q.node.output[0]: q for q in qdq if not q.is_q}
     layers = []
     for node in index.graph.node:
@@ -35,13 +41,13 @@ def u8s8_layers(index: GraphIndex, qdq: list[QdqNode]) -> list[tuple[str, int]]:
             continue
         q = index.const(w.x)
         if q is not None and q.size:
-            layers.append((node.name or node.output[0], int(np.abs(q.astype(np.int32)).max())))
+            layers.append((node.name or node.output[0], int(np.abs(q.astype(np.int32)).max()), _depthwise(node, q)))
     return layers
 
 
-def weight_range_findings(layers: list[tuple[str, int]], profile: "TargetProfile") -> Iterator[Finding]:
+def weight_range_findings(layers: list[tuple[str, int, bool]], profile: "TargetProfile") -> Iterator[Finding]:
     """Errors for weights wider than the profile's grid (e.g. 8-bit weights for a 7-bit profile)."""
-    wide = [(name, m) for name, m in layers if m > profile.weight_qmax]
+    wide = [(name, m) for name, m, dw in layers if m > profile.layer_weight_qmax(dw)]
     if wide:
         name, m = max(wide, key=lambda t: t[1])
         yield Finding(ERROR, "weight-range", f"{len(wide)} layer(s) have weights beyond the {profile.weight_bits}-bit grid "
@@ -49,12 +55,12 @@ def weight_range_findings(layers: list[tuple[str, int]], profile: "TargetProfile
                       f"CPUs this profile is for; re-quantize with --cpu {profile.cpu}", name)
 
 
-def saturation_findings(layers: list[tuple[str, int]], cpu: "CpuInt8 | None" = None) -> Iterator[Finding]:
+def saturation_findings(layers: list[tuple[str, int, bool]], cpu: "CpuInt8 | None" = None) -> Iterator[Finding]:
     """A warning when the u8xs8 kernels of ``cpu`` (default: this machine's) would saturate layers of this model."""
     from runtime.cpu import cpu_int8
 
     cpu = cpu or cpu_int8()
-    risky = [(name, m) for name, m in layers if m > SEVEN_BIT_QMAX]
+    risky = [(name, m) for name, m, dw in layers if m > SEVEN_BIT_QMAX and not dw]
     if cpu.u8s8_saturates and risky:
         name, m = max(risky, key=lambda t: t[1])
         yield Finding(WARNING, "saturation", f"{len(risky)} layer(s) multiply uint8 activations by 8-bit weights "

@@ -62,6 +62,15 @@ def _float_source(value: ir.Value | None) -> ir.Value | None:
     return q.inputs[0]
 
 
+def _is_depthwise(node: ir.Node) -> bool:
+    """A Conv with one input channel per group and as many groups as output channels."""
+    if node.op_type != "Conv" or len(node.inputs) < 2 or node.inputs[1] is None:
+        return False
+    shape = node.inputs[1].shape
+    group = node.attributes.get_int("group", 1)
+    return group > 1 and shape is not None and len(shape) == 4 and shape[1] == 1 and shape[0] == group
+
+
 class InsertQDQPass(InPlacePass):
     """Insert Q/DQ where ``QDQPlacementPass`` marked, using ranges from ``table``."""
 
@@ -104,7 +113,7 @@ class InsertQDQPass(InPlacePass):
                     floor = bias_scale_floor(const_array(node.inputs[plan.bias]), x_qp.scale)
                 key = (id(w), axis, None if floor is None else floor.tobytes())
                 if key not in weight_cache:
-                    weight_cache[key] = self._quantize_weight(w, axis, floor)
+                    weight_cache[key] = self._quantize_weight(w, axis, floor, _is_depthwise(node))
                 wq, wqp = weight_cache[key]
                 node.replace_input_with(idx, self._dq_node(wq, wqp, f"{w.name}_dequantized", w))
             if plan.bias is not None and wqp is not None and self.config.profile.int32_bias:
@@ -191,10 +200,11 @@ class InsertQDQPass(InPlacePass):
             self._quantized[id(v)] = q
         return self._dq_node(q, qp, f"{v.name}_dequantized", v)
 
-    def _quantize_weight(self, w: ir.Value, axis: int | None,
-                         floor: np.ndarray | None = None) -> tuple[ir.Value, QParams]:
+    def _quantize_weight(self, w: ir.Value, axis: int | None, floor: np.ndarray | None = None,
+                         depthwise: bool = False) -> tuple[ir.Value, QParams]:
         arr = const_array(w).astype(np.float32)
-        qp = weight_qparams(arr, axis, name=w.name or "", qmax=self.config.profile.weight_qmax, floor=floor)
+        qp = weight_qparams(arr, axis, name=w.name or "", qmax=self.config.profile.layer_weight_qmax(depthwise),
+                            floor=floor)
         q = self._init(f"{w.name}_quantized", quantize(arr, qp))
         return q, qp
 

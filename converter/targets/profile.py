@@ -11,7 +11,8 @@ class TargetProfile:
     """One deploy target as data. Placement, insertion, ``qdq check`` and ``qdq build`` read it.
 
     Numeric scheme: activations ``activation_dtype`` (uint8 asymmetric or int8 symmetric), weights
-    symmetric per channel on ``weight_bits`` bits (7 = ONNX Runtime's ``reduce_range``), biases int32
+    symmetric per channel on ``weight_bits`` bits (7 = ONNX Runtime's ``reduce_range``; depthwise Convs
+    on ``depthwise_weight_bits`` where set), biases int32
     (``int32_bias``) or float. ``exact_needs_vnni``: ONNX Runtime's fused kernels for this scheme are
     exact only where u8xs8 dot products are (VNNI, AMX, ARM); on other x86 CPUs they saturate.
     Placement: ``quantize_attention`` (activation x activation MatMuls), ``quantize_outputs``
@@ -28,6 +29,7 @@ class TargetProfile:
     description: str = ""
     activation_dtype: str = "uint8"
     weight_bits: int = 8
+    depthwise_weight_bits: int | None = None  # depthwise Conv weights, when their kernel allows more bits
     int32_bias: bool = True
     exact_needs_vnni: bool = False
     quantize_attention: bool = True
@@ -46,8 +48,8 @@ class TargetProfile:
     def __post_init__(self) -> None:
         if self.activation_dtype not in ("uint8", "int8"):
             raise ValueError(f"{self.name}: activation_dtype must be uint8 or int8")
-        if not 2 <= self.weight_bits <= 8:
-            raise ValueError(f"{self.name}: weight_bits must be in [2, 8]")
+        if not all(2 <= b <= 8 for b in (self.weight_bits, self.depthwise_weight_bits or 8)):
+            raise ValueError(f"{self.name}: weight bits must be in [2, 8]")
         if self.embeddings not in ("after-lookup", "weight-only"):
             raise ValueError(f"{self.name}: embeddings must be after-lookup or weight-only")
         if self.check_dangling_q not in (ERROR, WARNING):
@@ -62,6 +64,11 @@ class TargetProfile:
     def weight_qmax(self) -> int:
         """Largest weight magnitude on the integer grid: 127 for 8 bits, 63 for 7 (reduce range)."""
         return 2 ** (self.weight_bits - 1) - 1
+
+    def layer_weight_qmax(self, depthwise: bool) -> int:
+        """The grid of one layer's weights: depthwise Convs may have their own (``depthwise_weight_bits``)."""
+        bits = self.depthwise_weight_bits if depthwise and self.depthwise_weight_bits else self.weight_bits
+        return 2 ** (bits - 1) - 1
 
     @property
     def symmetric_activations(self) -> bool:

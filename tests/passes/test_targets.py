@@ -44,7 +44,7 @@ def _batches(seed: int, n: int = 3) -> list[dict[str, np.ndarray]]:
 
 def _max_weight_q(model: onnx.ModelProto) -> int:
     index = GraphIndex(model)
-    return max(m for _, m in u8s8_layers(index, qdq_nodes(index)))
+    return max(m for _, m, depthwise in u8s8_layers(index, qdq_nodes(index)) if not depthwise)
 
 
 def test_registry_resolves_cpu_families() -> None:
@@ -73,6 +73,30 @@ def test_seven_bit_profiles_are_exact_on_every_cpu(cpu: str) -> None:
     err = np.abs(fused - exact).max()
     assert err <= 0.02 * np.abs(exact).max(), f"{cpu_int8().describe()}: fused differs from exact by {err}"
     assert check_model(q, "ort-cpu").ok
+
+
+def test_avx2_profile_keeps_8_bit_depthwise_weights_and_stays_exact() -> None:
+    """MLAS's depthwise kernel widens to int16 before multiplying: 8-bit depthwise weights do not saturate
+    (measured under an emulated AVX2-only CPU), so the avx2 profile keeps them; the pointwise Conv after it
+    gets 7 bits. Fused equals exact on this CPU, whatever it is."""
+    rng = np.random.default_rng(0)
+    c = 16
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], group=c, name="depthwise"),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="pointwise")]
+    model = make_model(nodes, {"x": ["batch", c, 8, 8]}, ["y"], {
+        "w": (rng.standard_normal((c, 1, 3, 3)) * 0.5).astype(np.float32), "b": np.zeros(c, np.float32),
+        "w2": (rng.standard_normal((8, c, 1, 1)) * 0.2).astype(np.float32)})
+    batches = [{"x": rng.random((2, c, 8, 8), dtype=np.float32) * 4} for _ in range(2)]
+    q = quantize(model, calibrate_table(model, batches), QuantConfig(cpu="avx2"))
+    index = GraphIndex(q)
+    layers = {name: (m, dw) for name, m, dw in u8s8_layers(index, qdq_nodes(index))}
+    assert layers["depthwise"] == (127, True) and layers["pointwise"][0] <= 63
+    assert check_model(q, "ort-cpu").ok
+    assert list(saturation_findings([(n, *v) for n, v in layers.items()], AVX2)) == []
+    feeds = {"x": rng.random((2, c, 8, 8), dtype=np.float32) * 4}
+    exact, fused = run_exact(q, feeds)["y"], run(q, feeds)[0]
+    assert np.abs(fused - exact).max() <= 0.02 * np.abs(exact).max(), cpu_int8().describe()
 
 
 def test_vnni_model_fails_the_avx2_check_and_warns_on_saturating_cpus() -> None:
