@@ -12,7 +12,7 @@ default level (``fused``: QLinearConv and friends), and median latency at batch 
 Models: qdq with default settings, qdq with each calibration method, onnxruntime ``quantize_static``
 (QDQ, per-channel, MinMax) and NNCF's ONNX backend (``nncf.quantize``) when its separate venv exists
 (``python3 -m venv /tmp/nncf && /tmp/nncf/bin/pip install torch==2.13.0 nncf onnx onnxruntime``; the
-sibling script ``tools/bench_cnn_nncf.py`` runs there).
+sibling script ``tools/nncf_quantize.py`` runs there).
 
     python tools/bench_cnn.py                        # everything, work files in a temp folder
     python tools/bench_cnn.py --work build/cnn --methods minmax --skip-nncf --runs 10
@@ -153,18 +153,23 @@ def ort_static(fp32: Path, work: Path, calib: list[dict[str, np.ndarray]]) -> di
     return {"ort quantize_static": path}
 
 
-def nncf(fp32: Path, work: Path, calib_x: np.ndarray) -> dict[str, Path]:
-    """NNCF (ONNX backend) in its own venv, through ``tools/bench_cnn_nncf.py``."""
+def nncf(fp32: Path, work: Path, calib: np.ndarray | dict[str, np.ndarray], transformer: bool = False) -> dict[str, Path]:
+    """NNCF (ONNX backend) in its own venv, through ``tools/nncf_quantize.py``. ``calib``: samples of the
+    first input, or arrays keyed by input name (axis 0 = samples)."""
     if not NNCF_PYTHON.exists():
         log.warning("NNCF skipped: %s not found (see this script's docstring)", NNCF_PYTHON)
         return {}
-    data = work / "calib.npy"
-    np.save(data, calib_x)
+    if isinstance(calib, dict):
+        data = work / "nncf_calib.npz"
+        np.savez(data, **calib)
+    else:
+        data = work / "calib.npy"
+        np.save(data, calib)
     path = work / "nncf.onnx"
-    script = Path(__file__).with_name("bench_cnn_nncf.py")
+    script = Path(__file__).with_name("nncf_quantize.py")
     t = time.perf_counter()
-    proc = subprocess.run([str(NNCF_PYTHON), str(script), str(fp32), str(data), str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([str(NNCF_PYTHON), str(script), str(fp32), str(data), str(path)]
+                          + (["--transformer"] if transformer else []), capture_output=True, text=True)
     if proc.returncode != 0:
         log.warning("NNCF failed: %s", proc.stderr.strip().splitlines()[-1:] or proc.returncode)
         return {}

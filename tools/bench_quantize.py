@@ -3,9 +3,10 @@
 In one process, on the same data: FP32, ours (W8A8 for each ort-cpu CPU profile, --cpu vnni: 8-bit
 weights, --cpu avx2: 7-bit weights; with and without SmoothQuant), onnxruntime
 ``quantize_static`` (QDQ, per-channel S8S8, MinMax and Entropy) and ``quantize_dynamic``
-(per-channel). Accuracy: cosine of mean-pooled sentence embeddings vs FP32 on held-out sentences
-(``builtin:text-heldout``), with ONNX Runtime's fused kernels on this CPU and with its fusions off
-(exact integer math: what a CPU whose kernels do not saturate computes); speed: median latency at batch 1 and 8, sequence 128, ORT CPU with
+(per-channel), and NNCF's ONNX backend (transformer preset, in its own venv). Accuracy: cosine of
+mean-pooled sentence embeddings vs FP32 on held-out sentences (``builtin:text-heldout``), with ONNX
+Runtime's fused kernels on this CPU and with its fusions off (exact integer math: what a CPU whose
+kernels do not saturate computes); speed: median latency at batch 1 and 8, sequence 128, ORT CPU with
 ``--threads`` intra-op threads, all models interleaved run by run so machine noise hits them alike.
 Also the digits CNN: top-1 accuracy FP32 vs INT8.
 
@@ -159,6 +160,13 @@ def bench_minilm(args: argparse.Namespace, work: Path) -> list[dict[str, object]
         padded = list(open_data("builtin:text", specs, batch_size=8, num_samples=args.calib_samples,
                                 model_dir=model_dir, max_length=args.seq, pad_to_max_length=True))
         models.update(_ort_reference(inline, work, padded, args.skip_ort_static))
+    if not args.skip_nncf:  # NNCF's ONNX backend in its own venv (tools/bench_cnn.py says how to make it)
+        from bench_cnn import nncf
+
+        padded = list(open_data("builtin:text", specs, batch_size=8, num_samples=args.calib_samples,
+                                model_dir=model_dir, max_length=args.seq, pad_to_max_length=True))
+        stacked = {k: np.concatenate([b[k] for b in padded]) for k in padded[0]}
+        models.update({f"{k} (transformer preset)": v for k, v in nncf(inline, work, stacked, transformer=True).items()})
 
     so = _session_options(args.threads)
     engines = {k: Engine.load(v, session_options=so) for k, v in models.items()}
@@ -241,6 +249,7 @@ def main() -> None:
     parser.add_argument("--skip-ours", action="store_true", help="do not quantize here (use with --int8)")
     parser.add_argument("--skip-ort", action="store_true", help="leave out all onnxruntime quantizers")
     parser.add_argument("--skip-ort-static", action="store_true", help="leave out onnxruntime quantize_static")
+    parser.add_argument("--skip-nncf", action="store_true", help="leave out NNCF (needs its own venv)")
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--work-dir", help="keep the models here (default: a temp folder)")
     args = parser.parse_args()
