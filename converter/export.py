@@ -4,7 +4,8 @@ Exporter choice: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based
 default. It is the exporter torch maintains (the TorchScript one is deprecated), emits clean
 opset-20+ graphs with the fused ``LayerNormalization`` and ``Gelu`` ops that ONNX Runtime and
 TensorRT kernels pick up, and records dynamic axes as named symbolic dims. ``exporter="legacy"``
-remains for modules torch.export cannot trace. Optimum's task-aware exporter is not used: it pins
+remains for modules torch.export cannot trace; the default ``"auto"`` tries dynamo and falls back to
+the legacy exporter when dynamo fails, saying so in a warning. Optimum's task-aware exporter is not used: it pins
 transformers<4.58, incompatible with current model packages.
 """
 from __future__ import annotations
@@ -47,6 +48,8 @@ class ExportResult:
     external_data: bool = False
     output_scale: dict[str, float] = field(default_factory=dict)
     """Per checked output, the scale its tolerance is relative to (largest |torch value|, at least 1)."""
+    exporter: str = "dynamo"
+    """The exporter that produced the file (``legacy`` after an ``auto`` fallback)."""
 
     @property
     def worst_diff(self) -> float:
@@ -83,7 +86,7 @@ def export_module(
     output_names: Sequence[str] | None = None,
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     opset: int | None = None,
-    exporter: str = "dynamo",
+    exporter: str = "auto",
     check: bool = True,
     check_inputs: Mapping[str, Any] | None = None,
     atol: float = 1e-4,
@@ -121,11 +124,28 @@ def export_module(
     with staging_dir(output) as tmpdir:
         try:
             staged = tmpdir / output.name
-            log.info("exporting %s with the %s exporter (opset %d)", type(module).__name__, exporter, opset)
-            _run_exporter(module, args, names, output_names, dynamic_axes, opset, exporter, staged, optimize,
-                          metadata or {})
+            used = "dynamo" if exporter == "auto" else exporter
+            log.info("exporting %s with the %s exporter (opset %d)", type(module).__name__, used, opset)
+            try:
+                _run_exporter(module, args, names, output_names, dynamic_axes, opset, used, staged, optimize,
+                              metadata or {})
+            except ExportError:
+                raise
+            except Exception as exc:
+                if exporter != "auto":
+                    raise
+                log.warning("the dynamo exporter failed on %s (%s); falling back to the legacy TorchScript "
+                            "exporter", type(module).__name__, _first_line(exc))
+                used = "legacy"
+                staged.unlink(missing_ok=True)
+                try:
+                    _run_exporter(module, args, names, output_names, dynamic_axes, opset, used, staged, optimize,
+                                  metadata or {})
+                except Exception as legacy_exc:
+                    raise ExportError(f"export of {type(module).__name__} failed with both exporters: dynamo: "
+                                      f"{_first_line(exc)}; legacy: {_first_line(legacy_exc)}") from legacy_exc
             external = _ensure_size_limits(staged)
-            result = ExportResult(staged, opset, names, output_names, 0.0, external_data=external)
+            result = ExportResult(staged, opset, names, output_names, 0.0, external_data=external, exporter=used)
             if check:
                 log.info("checking ONNX Runtime outputs against torch")
                 check_feeds = check_inputs if check_inputs is not None else example_inputs
@@ -203,7 +223,7 @@ def _run_exporter(
             if metadata:
                 _add_metadata(path, metadata)
         else:
-            raise ExportError(f"unknown exporter {exporter!r}; choose 'dynamo' or 'legacy'")
+            raise ExportError(f"unknown exporter {exporter!r}; choose 'auto', 'dynamo' or 'legacy'")
 
 
 def _light_optimize(model: Any) -> None:
@@ -315,7 +335,7 @@ def export_hf(
     output: str | os.PathLike[str],
     *,
     opset: int | None = None,
-    exporter: str = "dynamo",
+    exporter: str = "auto",
     check: bool = True,
     atol: float = 1e-4,
 ) -> ExportResult:

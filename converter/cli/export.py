@@ -13,7 +13,8 @@ from converter.models import DEFAULT_MODEL
               help="Built-in model name (minilm) or a local Hugging Face model folder.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .onnx file.")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 20).")
-@click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), default="dynamo", show_default=True)
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "legacy"]), default="auto", show_default=True,
+              help="auto: torch.export-based (dynamo), falling back to the legacy TorchScript exporter if it fails.")
 @click.option("--atol", type=float, default=1e-4, show_default=True,
               help="Max abs difference allowed vs the framework, relative to each output's largest magnitude (if > 1).")
 @click.option("--no-check", is_flag=True, help="Skip comparing ONNX Runtime's outputs with the framework's.")
