@@ -83,7 +83,24 @@ def plan_of(node: ir.Node) -> NodePlan | None:
     return node.meta.get(META_KEY)
 
 
-def _plan_node(node: ir.Node, config: QuantConfig) -> NodePlan | None:
+def data_dependent(graph: ir.Graph) -> set[int]:
+    """ids of the values computed from the values of the graph's inputs, by the rule calibration uses
+    (``calib.collector``: Shape/Size outputs carry no input values). The others (initializers, and what
+    is computed from them and from input shapes only, e.g. DeBERTa's relative-position projections)
+    get no calibrated range, so placement never treats them as activations."""
+    from ..calib.collector import SHAPE_OPS
+
+    dynamic = {id(v) for v in graph.inputs if v.const_value is None}
+    for node in graph:
+        if node.op_type in SHAPE_OPS:
+            continue
+        has_subgraph = any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())
+        if has_subgraph or any(v is not None and id(v) in dynamic for v in node.inputs):
+            dynamic.update(id(v) for v in node.outputs)
+    return dynamic
+
+
+def _plan_node(node: ir.Node, config: QuantConfig, dynamic: set[int] | None = None) -> NodePlan | None:
     rule = rule_for(node.op_type, node.domain)
     if rule is None or node.op_type not in config.op_types:
         return None
@@ -94,6 +111,8 @@ def _plan_node(node: ir.Node, config: QuantConfig) -> NodePlan | None:
     acts = [i for i in rule.activations if i < len(inputs)]
     if not acts or any(not is_float32(inputs[i]) or const_tensor(inputs[i]) is not None for i in acts):
         return None
+    if dynamic is not None and any(id(inputs[i]) not in dynamic for i in acts):
+        return None  # an "activation" computed from weights alone: no calibrated range exists
     plan = NodePlan(activations=list(acts))
     if rule.weight is not None and rule.weight < len(inputs):
         w = inputs[rule.weight]
@@ -104,7 +123,8 @@ def _plan_node(node: ir.Node, config: QuantConfig) -> NodePlan | None:
                 return None
             axis = rule.weight_out_axis(node) if config.per_channel else None
             plan.weight = (rule.weight, None if axis is None else axis % w_rank)
-        elif rule.dynamic_weight and config.resolved_quantize_attention and is_float32(w):
+        elif (rule.dynamic_weight and config.resolved_quantize_attention and is_float32(w)
+              and (dynamic is None or id(w) in dynamic)):
             plan.activations.append(rule.weight)
         else:
             return None
@@ -128,8 +148,9 @@ class QDQPlacementPass(InPlacePass):
 
     def call(self, model: ir.Model) -> PassResult:
         count = 0
+        dynamic = data_dependent(model.graph)
         for node in model.graph:
-            plan = _plan_node(node, self.config)
+            plan = _plan_node(node, self.config, dynamic)
             if plan is None:
                 node.meta.pop(META_KEY, None)
                 continue
