@@ -47,7 +47,7 @@ def validate_feeds(feeds: Mapping[str, np.ndarray], specs: Sequence[TensorSpec])
                 raise InputError(
                     f"input {name!r} has size {got} on axis {axis}; expected {want} ({spec.describe()})"
                 )
-        out[name] = np.ascontiguousarray(arr)
+        out[name] = np.require(arr, requirements="C")  # ascontiguousarray would turn a 0-d feed into shape (1,)
     _check_shared_dims(out, by_name)
     return out
 

@@ -86,3 +86,21 @@ def test_staging_dir_moves_files_into_place_or_leaves_nothing(tmp_path: Path) ->
         (stage / "n.onnx").write_bytes(b"half")
         raise RuntimeError("build failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+
+
+def test_scalar_input_keeps_rank_zero() -> None:
+    """A rank-0 feed passes validation and reaches ONNX Runtime as rank 0 (not reshaped to (1,))."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from runtime import Engine
+
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "s"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+                               helper.make_tensor_value_info("s", TensorProto.FLOAT, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 10
+    with Engine.load(model) as eng:
+        out = eng.run({"x": np.array([1.0, 2.0], np.float32), "s": np.float32(3.0)})["y"]
+    np.testing.assert_allclose(out, [3.0, 6.0])
