@@ -2,6 +2,10 @@
 
     nice python tools/bench_llm.py                     # FP32, INT8, INT4 g128 RTN/GPTQ, ZeroQuant-style
     nice python tools/bench_llm.py --groups 32 64 128 --act-order
+    nice python tools/bench_llm.py --model smollm2 --groups 64 128 --act-order --asymmetric --ort-peers
+
+``--ort-peers`` adds onnxruntime's ``MatMulNBitsQuantizer`` (default RTN, HQQ, k-quant) at each group size,
+measured in the same run on the same text.
 
 One run exports the model (FP32 ONNX, KV cache), collects GPTQ Hessians once on the training text
 (converter.llm.data.training_text), quantizes each variant and measures: held-out perplexity
@@ -36,6 +40,7 @@ from converter.llm.feeds import encode_text, load_tokenizer  # noqa: E402
 from converter.llm.hessian import collect_hessians  # noqa: E402
 from converter.llm.perplexity import window_logits  # noqa: E402
 from converter.llm.weight_only import hessian_inputs, lm_calibration, quantize_weights  # noqa: E402
+from converter.models import resolve_model  # noqa: E402
 from runtime import Engine  # noqa: E402
 from runtime.generate import generate  # noqa: E402
 
@@ -118,14 +123,40 @@ def variants(args: argparse.Namespace) -> list[tuple[str, WeightOnlyConfig]]:
     return out
 
 
+def ort_peers(fp32: Path, work: Path, groups: list[int]) -> list[tuple[str, Path, float]]:
+    """onnxruntime's own 4-bit weight-only quantizers: (name, path, seconds)."""
+    import onnx
+    from onnxruntime.quantization import matmul_nbits_quantizer as mnb
+
+    out = []
+    for g in groups:
+        for label, algo in (("default", mnb.DefaultWeightOnlyQuantConfig(block_size=g, is_symmetric=False)),
+                            ("HQQ", mnb.HQQWeightOnlyQuantConfig(block_size=g)),
+                            ("k-quant", mnb.KQuantWeightOnlyQuantConfig())):
+            path = work / f"ort_{label.lower().replace('-', '')}_g{g}.onnx"
+            t0 = time.perf_counter()
+            try:
+                q = mnb.MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=4, block_size=g, is_symmetric=False,
+                                             algo_config=algo)
+                q.process()
+                q.model.save_model_to_file(str(path), use_external_data_format=False)
+            except Exception as exc:  # a peer that fails is reported, not fatal
+                log.warning("onnxruntime MatMulNBitsQuantizer %s g%d failed: %s", label, g, exc)
+                continue
+            out.append((f"ORT MatMulNBits {label} g{g}", path, time.perf_counter() - t0))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=str(REFERENCE), help="HF causal-LM folder (default: tools/reference_lm)")
+    p.add_argument("--model", default=str(REFERENCE),
+                   help="HF causal-LM folder or a built-in name such as smollm2 (default: tools/reference_lm)")
     p.add_argument("--workdir", default=None, help="where to write the ONNX files (default: a temp folder)")
     p.add_argument("--groups", type=int, nargs="+", default=[128])
     p.add_argument("--act-order", action="store_true")
     p.add_argument("--asymmetric", action="store_true")
     p.add_argument("--no-dynamic", action="store_true", help="skip the ZeroQuant-style int8-activation variants")
+    p.add_argument("--ort-peers", action="store_true", help="also onnxruntime's MatMulNBitsQuantizer variants")
     p.add_argument("--context", type=int, default=128)
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=64)
@@ -140,7 +171,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     fp32 = work / "fp32.onnx"
     export_causal_lm(args.model, fp32)
-    tok = load_tokenizer(str(Path(args.model).resolve()))
+    tok = load_tokenizer(str(resolve_model(args.model)))
     held = encode_text(tok, heldout_text())
     prompt = held[None, : args.prompt_tokens]
     first, base = accuracy(fp32, "FP32", held, args)
@@ -156,6 +187,10 @@ def main() -> None:
         quantize_weights(fp32, out, cfg, hessians=hessians if cfg.algo == "gptq" else None)
         rows.append(accuracy(out, name, held, args, base, time.perf_counter() - t0)[0])
         paths.append(out)
+    if args.ort_peers:
+        for name, out, seconds in ort_peers(fp32, work, args.groups):
+            rows.append(accuracy(out, name, held, args, base, seconds)[0])
+            paths.append(out)
     speed(paths, rows, prompt, args)
     report(rows, args, hessian_s, len(held))
 
@@ -163,7 +198,7 @@ def main() -> None:
 def report(rows: list[Row], args: argparse.Namespace, hessian_s: float, n_tokens: int) -> None:
     base = rows[0]
     by_name = {r.name: r for r in rows}
-    print(f"\nReference LM {args.model}; held-out {n_tokens} tokens, context {args.context}; generation: batch 1, "
+    print(f"\nLM {args.model}; held-out {n_tokens} tokens, context {args.context}; generation: batch 1, "
           f"{args.prompt_tokens}-token prompt + {args.new_tokens} new tokens, best of {args.repeats}, {args.threads} thread(s), "
           f"ONNX Runtime CPU; "
           f"GPTQ Hessians collected once in {hessian_s:.1f}s")
