@@ -128,7 +128,7 @@ def test_scales_start_from_the_ptq(digits_cnn, digits_cnn_onnx: Path, digits_bat
     names = initialize(model, table=table, onnx_path=digits_cnn_onnx)
     assert names == {"0": "image", "2": "relu", "6": "_unsafe_view", "8": "relu_2"}
 
-    ptq = quantize(digits_cnn_onnx, table, QuantConfig(activation_dtype="uint8"))
+    ptq = quantize(digits_cnn_onnx, table, QuantConfig(activation_dtype="uint8", cpu="vnni"))  # 8-bit weights, as the QAT
     inits = _inits(ptq)
     producers = {o: n for n in ptq.graph.node for o in n.output}
     checked = 0
