@@ -93,9 +93,7 @@ def cpu_int8() -> CpuInt8:
     return CpuInt8(_arch(), frozenset(found))
 
 
-
-
-# written by `qdq quantize` (converter.targets.METADATA_KEYS); read here without importing converter
+# ONNX metadata `qdq quantize` writes (converter.targets.METADATA_KEYS uses these) and Engine.load reads
 EXACT_NEEDS_VNNI_KEY = "qdq.int8.exact_needs_vnni"
 PROFILE_KEY = "qdq.profile"
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..quant.rules import is_depthwise
 from .graph import GraphIndex, QdqNode
 from .report import ERROR, WARNING, Finding
 
@@ -21,11 +22,6 @@ if TYPE_CHECKING:
 
 SEVEN_BIT_QMAX = 63
 _LAYERS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
-
-
-def _depthwise(node, weights: "np.ndarray") -> bool:  # noqa: ANN001
-    group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
-    return node.op_type == "Conv" and group > 1 and weights.ndim == 4 and weights.shape[1] == 1 and weights.shape[0] == group
 
 
 def u8s8_layers(index: GraphIndex, qdq: list[QdqNode]) -> list[tuple[str, int, bool]]:
@@ -41,7 +37,9 @@ def u8s8_layers(index: GraphIndex, qdq: list[QdqNode]) -> list[tuple[str, int, b
             continue
         q = index.const(w.x)
         if q is not None and q.size:
-            layers.append((node.name or node.output[0], int(np.abs(q.astype(np.int32)).max()), _depthwise(node, q)))
+            group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+            layers.append((node.name or node.output[0], int(np.abs(q.astype(np.int32)).max()),
+                           is_depthwise(node.op_type, group, q.shape)))
     return layers
 
 

@@ -18,7 +18,7 @@ from onnx_ir.passes import InPlacePass, PassResult
 from ..calib.table import CalibrationError, CalibrationTable, TensorRange
 from ..quant.config import QuantConfig
 from ..quant.errors import QuantizationError
-from ..quant.rules import SCALE_SHARING_OPS
+from ..quant.rules import SCALE_SHARING_OPS, is_depthwise
 from ..quant.scheme import (
     QParams,
     activation_qparams,
@@ -60,15 +60,6 @@ def _float_source(value: ir.Value | None) -> ir.Value | None:
     if q is None or q.op_type != "QuantizeLinear":
         return value
     return q.inputs[0]
-
-
-def _is_depthwise(node: ir.Node) -> bool:
-    """A Conv with one input channel per group and as many groups as output channels."""
-    if node.op_type != "Conv" or len(node.inputs) < 2 or node.inputs[1] is None:
-        return False
-    shape = node.inputs[1].shape
-    group = node.attributes.get_int("group", 1)
-    return group > 1 and shape is not None and len(shape) == 4 and shape[1] == 1 and shape[0] == group
 
 
 class InsertQDQPass(InPlacePass):
@@ -113,7 +104,8 @@ class InsertQDQPass(InPlacePass):
                     floor = bias_scale_floor(const_array(node.inputs[plan.bias]), x_qp.scale)
                 key = (id(w), axis, None if floor is None else floor.tobytes())
                 if key not in weight_cache:
-                    weight_cache[key] = self._quantize_weight(w, axis, floor, _is_depthwise(node))
+                    depthwise = is_depthwise(node.op_type, node.attributes.get_int("group", 1), w.shape)
+                    weight_cache[key] = self._quantize_weight(w, axis, floor, depthwise)
                 wq, wqp = weight_cache[key]
                 node.replace_input_with(idx, self._dq_node(wq, wqp, f"{w.name}_dequantized", w))
             if plan.bias is not None and wqp is not None and self.config.profile.int32_bias:

@@ -100,7 +100,7 @@ def data_dependent(graph: ir.Graph) -> set[int]:
     return dynamic
 
 
-def _plan_node(node: ir.Node, config: QuantConfig, dynamic: set[int] | None = None) -> NodePlan | None:
+def _plan_node(node: ir.Node, config: QuantConfig, dynamic: set[int]) -> NodePlan | None:
     rule = rule_for(node.op_type, node.domain)
     if rule is None or node.op_type not in config.op_types:
         return None
@@ -111,7 +111,7 @@ def _plan_node(node: ir.Node, config: QuantConfig, dynamic: set[int] | None = No
     acts = [i for i in rule.activations if i < len(inputs)]
     if not acts or any(not is_float32(inputs[i]) or const_tensor(inputs[i]) is not None for i in acts):
         return None
-    if dynamic is not None and any(id(inputs[i]) not in dynamic for i in acts):
+    if any(id(inputs[i]) not in dynamic for i in acts):
         return None  # an "activation" computed from weights alone: no calibrated range exists
     plan = NodePlan(activations=list(acts))
     if rule.weight is not None and rule.weight < len(inputs):
@@ -124,7 +124,7 @@ def _plan_node(node: ir.Node, config: QuantConfig, dynamic: set[int] | None = No
             axis = rule.weight_out_axis(node) if config.per_channel else None
             plan.weight = (rule.weight, None if axis is None else axis % w_rank)
         elif (rule.dynamic_weight and config.resolved_quantize_attention and is_float32(w)
-              and (dynamic is None or id(w) in dynamic)):
+              and id(w) in dynamic):
             plan.activations.append(rule.weight)
         else:
             return None

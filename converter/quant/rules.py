@@ -5,7 +5,7 @@ Rules only describe; ``converter.passes.qdq_placement`` decides with them and ma
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -86,6 +86,13 @@ Not LeakyRelu or Sigmoid on ORT CPU: no integer Conv absorbs them, so folding le
 (``FusedConv``); quantizing before and after instead gives ``QLinearConv`` + ``QLinearLeakyRelu`` /
 ``QLinearSigmoid``, measured 8.0 vs 12.2 ms (LeakyRelu) and 7.3 vs 14.0 ms (Sigmoid) on a 16->64 channel
 3x3 Conv at 8x28x28, one AVX512-VNNI thread."""
+
+def is_depthwise(op_type: str, group: int, weight_shape: Sequence[int] | None) -> bool:
+    """A Conv with one input channel per group and as many groups as output channels. ONNX Runtime runs
+    it on MLAS's depthwise kernel, which widens to int16 before it multiplies (no u8xs8 pair saturation)."""
+    return (op_type == "Conv" and group > 1 and weight_shape is not None and len(weight_shape) == 4
+            and weight_shape[1] == 1 and weight_shape[0] == group)
+
 
 RANGE_HOSTILE_OPS: frozenset[str] = frozenset({"Softmax", "LayerNormalization", "Where", "Add", "Sub", "Div"})
 """Ops whose inputs are never quantized: Softmax inputs carry -inf/huge mask values, residual

@@ -10,6 +10,8 @@ with a ``PROFILES`` tuple, listed in ``_MODULES``, plus its test.
 """
 from __future__ import annotations
 
+from runtime.cpu import EXACT_NEEDS_VNNI_KEY, PROFILE_KEY
+
 from . import ort_cpu, tensorrt
 from .profile import TargetProfile
 
@@ -17,8 +19,8 @@ _MODULES = (ort_cpu, tensorrt)
 PROFILES: dict[str, TargetProfile] = {p.key: p for m in _MODULES for p in m.PROFILES}
 TARGETS: tuple[str, ...] = tuple(dict.fromkeys(p.name for p in PROFILES.values()))
 CPU_CHOICES: tuple[str, ...] = ("auto",) + tuple(p.cpu for p in PROFILES.values() if p.cpu)
-METADATA_KEYS = {"target": "qdq.target", "profile": "qdq.profile", "exact_needs_vnni": "qdq.int8.exact_needs_vnni"}
-"""ONNX metadata a quantized model records; ``runtime`` reads the same literal keys."""
+METADATA_KEYS = {"target": "qdq.target", "profile": PROFILE_KEY, "exact_needs_vnni": EXACT_NEEDS_VNNI_KEY}
+"""ONNX metadata a quantized model records; ``runtime.cpu`` (which reads them at load) owns the keys it reads."""
 
 
 class UnknownTargetError(ValueError):
