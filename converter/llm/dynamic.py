@@ -20,6 +20,7 @@ import onnx_ir as ir
 
 from runtime.atomic import atomic_write
 
+from ..loadcheck import save_ir_loadable
 from .config import WeightQuantError
 from .matmulnbits import MS_DOMAIN
 from .weight_only import load_model
@@ -48,7 +49,7 @@ def dynamic_activations(
     """Write a copy of a MatMulNBits model whose MatMuls quantize activations dynamically (int8 compute)."""
     ir_model = load_model(model)
     set_accuracy_level(ir_model, level)
-    return atomic_write(output, lambda tmp: _save_loadable(ir_model, tmp))
+    return atomic_write(output, lambda tmp: save_ir_loadable(ir_model, tmp))
 
 
 def session_options(qdq_accuracy_level: int = 0, threads: int | None = None):  # -> ort.SessionOptions
@@ -61,11 +62,3 @@ def session_options(qdq_accuracy_level: int = 0, threads: int | None = None):  #
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     return opts
-
-
-def _save_loadable(model: ir.Model, path: Path) -> None:
-    """Save, then make sure ONNX Runtime loads the file (raises ``UnloadableModelError`` otherwise)."""
-    from ..loadcheck import ensure_loads
-
-    ir.save(model, path)
-    ensure_loads(path)

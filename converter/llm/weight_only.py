@@ -24,6 +24,7 @@ import onnx_ir as ir
 from runtime.atomic import atomic_write
 
 from ..errors import ModelFileError
+from ..loadcheck import save_ir_loadable
 from .config import WeightOnlyConfig, WeightQuantError
 from .hessian import collect_hessians
 from .matmulnbits import MS_DOMAIN, blockwise_dq_nodes, matmulnbits_node
@@ -183,7 +184,7 @@ def quantize_weights(
     """Quantize the MatMul weights of ``model`` and save it to ``output`` (atomically)."""
     ir_model = load_model(model)
     result = quantize_model(ir_model, config, calibration, hessians)
-    result.path = atomic_write(output, lambda tmp: _save_loadable(ir_model, tmp))
+    result.path = atomic_write(output, lambda tmp: save_ir_loadable(ir_model, tmp))
     return result
 
 
@@ -215,11 +216,3 @@ def lm_calibration(
     stream = stream[: seq_len * max_windows]
     for ids in windows(stream, seq_len, batch):
         yield prefill_feeds(specs, ids)
-
-
-def _save_loadable(model: ir.Model, path: Path) -> None:
-    """Save, then make sure ONNX Runtime loads the file (raises ``UnloadableModelError`` otherwise)."""
-    from ..loadcheck import ensure_loads
-
-    ir.save(model, path)
-    ensure_loads(path)
