@@ -63,7 +63,7 @@ class TargetProfile:
     @property
     def weight_qmax(self) -> int:
         """Largest weight magnitude on the integer grid: 127 for 8 bits, 63 for 7 (reduce range)."""
-        return 2 ** (self.weight_bits - 1) - 1
+        return self.layer_weight_qmax(depthwise=False)
 
     def layer_weight_qmax(self, depthwise: bool) -> int:
         """The grid of one layer's weights: depthwise Convs may have their own (``depthwise_weight_bits``)."""
