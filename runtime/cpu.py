@@ -104,7 +104,8 @@ def saturation_warning(metadata: Mapping[str, str], label: str, cpu: CpuInt8 | N
     if metadata.get(EXACT_NEEDS_VNNI_KEY) != "1" or not (cpu or cpu_int8()).u8s8_saturates:
         return None
     return (f"{label} was quantized for {metadata.get(PROFILE_KEY, 'VNNI CPUs')}: this CPU has no VNNI and its "
-            "u8xs8 kernels saturate, so results differ from exact INT8; re-quantize with --cpu avx2 (or portable)")
+            "u8xs8 kernels saturate, so results differ from exact INT8; re-quantize with --cpu avx2 (or portable; "
+            "QAT: --weight-bits 7)")
 
 
 __all__ = ["EXACT_NEEDS_VNNI_KEY", "INT8_FEATURES", "PROFILE_KEY", "CpuInt8", "cpu_int8", "saturation_warning"]

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.atomic import move_into_place, staging_dir
+from runtime.cpu import EXACT_NEEDS_VNNI_KEY, PROFILE_KEY
 
 from .errors import QATError
 from .fake_quant import FakeQuantizer
@@ -177,6 +178,7 @@ def export_qat(model: nn.Module, example_inputs: Mapping[str, Any], output: str 
 
     output = Path(output)
     model = model.eval()
+    metadata = {**int8_metadata(model), **(metadata or {})}
     form = export_form(model)
     feeds = check_inputs if check_inputs is not None else example_inputs
     with staging_dir(output) as tmpdir:
@@ -192,6 +194,16 @@ def export_qat(model: nn.Module, example_inputs: Mapping[str, Any], output: str 
     log.info("exported %s: %d QuantizeLinear, %d DequantizeLinear; max |ORT - torch| %s (fused kernels %s), "
              "share beyond tolerance %s", output, nq, ndq, _fmt(diffs), _fmt(fused), _fmt(mismatch))
     return QATExportResult(output, opset, diffs, mismatch, fused, nq, ndq)
+
+
+def int8_metadata(model: nn.Module) -> dict[str, str]:
+    """What ``Engine.load`` reads to warn on CPUs that would saturate this model: ONNX Runtime's x86
+    kernels run QAT's int8 activations as u8 x s8, exact without VNNI only for weights of at most 7 bits."""
+    bits = [layer.weight_quant.bits for layer in quant_layers(model).values() if layer.input_quant is not None]
+    if not bits:
+        return {}
+    widest = max(bits)
+    return {PROFILE_KEY: f"qat W{widest}A8", EXACT_NEEDS_VNNI_KEY: "1" if widest > 7 else "0"}
 
 
 def _fmt(diffs: Mapping[str, float]) -> str:

@@ -71,6 +71,23 @@ def test_exported_layout_is_the_ptq_qdq_layout(qat_cnn, digits_split, tmp_path: 
         assert inits[b_dq.input[0]].dtype == np.int32
         np.testing.assert_allclose(inits[b_dq.input[1]], inits[x_dq.input[1]] * inits[w_dq.input[1]], rtol=1e-6)
     assert not any(a.dtype == np.float32 and a.ndim >= 2 for a in inits.values()), "float weights left"
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["qdq.int8.exact_needs_vnni"] == "0" and meta["qdq.profile"] == "qat W4A8"  # exact on every CPU
+
+
+def test_w8_export_warns_on_cpus_that_saturate(digits_cnn, digits_batches, digits_split, tmp_path: Path) -> None:
+    """8-bit QAT weights are exact only where u8xs8 dot products are: the model says so, and loading it on
+    an AVX2-only CPU warns with the remedy."""
+    from runtime.cpu import CpuInt8, saturation_warning
+
+    model = quantize_model(digits_cnn, QATConfig(weight_bits=8, act_bits=8))
+    initialize(model, batches=digits_batches, forward=forward)
+    out = export_qat(model, {"image": digits_split["X_test"][:4]}, tmp_path / "w8.onnx", output_names=["logits"]).path
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["qdq.int8.exact_needs_vnni"] == "1" and meta["qdq.profile"] == "qat W8A8"
+    avx2, vnni = CpuInt8("x86_64", frozenset({"avx2"})), CpuInt8("x86_64", frozenset({"avx2", "avx512_vnni"}))
+    assert "QAT: --weight-bits 7" in saturation_warning(meta, out.name, avx2)
+    assert saturation_warning(meta, out.name, vnni) is None
 
 
 def test_export_refuses_bad_models(digits_cnn, digits_split, tmp_path: Path) -> None:
