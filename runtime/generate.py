@@ -2,7 +2,8 @@
 
 The model must take ``input_ids`` and ``past_key_values.{i}.key/value`` (plus optional
 ``attention_mask`` / ``position_ids``) and return ``logits`` and ``present.{i}.key/value``, the
-layout ``converter.llm.export`` produces.
+layout ``converter.llm.export`` produces. An int8 cache (``converter.llm.kv_int8``) adds
+``past_key_values.{i}.key_scale`` inputs and ``present.{i}.key_scale`` outputs, fed back the same way.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+_PAST = re.compile(r"^past_key_values\.(\d+)\.((?:key|value)(?:_scale)?)$")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class _Layout:
 
     pasts: list[tuple[str, str]]  # (past input, present output)
     past_shapes: dict[str, tuple[int, int]]  # past input -> (kv_heads, head_dim)
-    past_dtype: np.dtype
+    past_dtypes: dict[str, np.dtype]
     has_mask: bool
     has_positions: bool
 
@@ -52,8 +53,8 @@ def _layout(engine: Engine) -> _Layout:
     if not pasts:
         raise InputError("the model has no past_key_values.{i}.key/value inputs; export it with a KV cache")
     pasts.sort(key=lambda p: (int(_PAST.match(p[0]).group(1)), p[0]))  # type: ignore[union-attr]
-    dtype = np.dtype(inputs[pasts[0][0]].dtype)
-    return _Layout(pasts, shapes, dtype, "attention_mask" in inputs, "position_ids" in inputs)
+    dtypes = {past: np.dtype(inputs[past].dtype) for past, _ in pasts}
+    return _Layout(pasts, shapes, dtypes, "attention_mask" in inputs, "position_ids" in inputs)
 
 
 def generate(
@@ -85,7 +86,7 @@ def generate(
         raise InputError(f"attention_mask shape {mask.shape} differs from input_ids shape {ids.shape}")
 
     feeds: dict[str, np.ndarray] = {
-        past: np.zeros((batch, *layout.past_shapes[past][:1], 0, layout.past_shapes[past][1]), layout.past_dtype)
+        past: np.zeros((batch, layout.past_shapes[past][0], 0, layout.past_shapes[past][1]), layout.past_dtypes[past])
         for past, _ in layout.pasts
     }
     step_ids, tokens = ids, [ids]

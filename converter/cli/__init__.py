@@ -9,7 +9,7 @@ import click
 
 from .errors import one_line_errors
 
-_COMMAND_MODULES = ["export", "inspect", "calibrate", "quantize", "run", "compare", "accuracy", "build", "check", "qat", "llm"]
+_COMMAND_MODULES = ["export", "inspect", "calibrate", "quantize", "run", "compare", "accuracy", "build", "check", "qat", "llm", "kv_cache"]
 _QUIET_LOGGERS = ("onnxscript", "onnx_ir", "torch", "transformers", "httpx", "urllib3")
 
 
