@@ -62,7 +62,7 @@ def build_cuda(source: Path, staged: Path, config: BuildConfig, model: "onnx.Mod
     from .attention import fuse_attention
     from .ort import PROVIDERS, optimize, provider_options, uses_external_data
 
-    refuse_qdq(model, source)
+    refuse_qdq(model, source)  # build() refuses before staging; kept for direct callers
     level = config.opt_level or "basic"
     if level != "basic":
         log.warning("ort-cuda: optimization level %s applies CPU-provider rewrites; the model may not run fully "

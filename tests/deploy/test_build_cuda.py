@@ -66,10 +66,10 @@ def _float_weights(path: Path) -> dict[str, int]:
     return out
 
 
-def _inspect_ops(cli, path: Path) -> dict[str, int]:
+def _inspect(cli, path: Path) -> dict:
     code, out = cli("inspect", path, "--json")
     assert code == 0, out
-    return json.loads(out)["op_counts"]
+    return json.loads(out)
 
 
 @pytest.mark.parametrize("which, layers", [("tiny", 2), ("minilm", 6)])
@@ -80,11 +80,13 @@ def test_ort_cuda_is_fp16_with_fused_attention(which: str, layers: int, tiny_ber
     assert code == 0, out
     artifact = tmp_path / f"{source.stem}.cuda.onnx"
     assert f"built ort-cuda: {artifact}" in out and "fp16" in out and f"Attention {layers}" in out
-    ops = _inspect_ops(cli, artifact)
+    summary = _inspect(cli, artifact)
+    ops = summary["op_counts"]
     assert ops["Attention"] == layers and ops["SkipLayerNormalization"] == 2 * layers and ops["BiasGelu"] == layers
     assert "Softmax" not in ops and "IsNaN" not in ops  # the exported attention is gone
     weights = _float_weights(artifact)
     assert weights["float16"] > 50 * weights.get("float32", 0), weights  # the float32 rest: LayerNorm params
+    assert summary["weight_dtypes"]["float16"] == weights["float16"]
     m = read_manifest(artifact.with_name(artifact.name + ".manifest.json"))
     assert m.build["precision"] == "fp16" and m.build["fusions"]["Attention"] == layers
     assert m.providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
