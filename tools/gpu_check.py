@@ -58,51 +58,59 @@ def _feeds(specs, batch: int, sequence: int) -> dict[str, np.ndarray]:
 
 def _running(eng) -> str:  # noqa: ANN001
     session = getattr(eng, "session", None)
-    return session.get_providers()[0] if session is not None else "TensorRT (native engine)"
+    return session.get_providers()[0] if session is not None else "TensorRT"
+
+
+def _built(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and any(p.name.endswith(".manifest.json") for p in path.iterdir()))
 
 
 def run(work: Path, batches: list[int], sequence: int, runs: int, gpu: bool) -> int:
     from runtime import Engine
     from runtime.bench import benchmark
 
-    wanted = "CUDAExecutionProvider" if gpu else "CPUExecutionProvider"
     source = work / "bert.onnx"
-    rows = [("FP32 export (no fusions)", source, ["cuda"] if gpu else ["cpu"], False),
-            ("ort-cuda --precision fp32", work / "fp32", None, not gpu),
-            ("ort-cuda (fp16)", work / "fp16", None, not gpu),
-            ("ort-trt INT8 (+fp16)", work / "trt", None, False),
-            ("tensorrt INT8 engine", work / "engine", None, False)]
+    cuda = "CUDAExecutionProvider"
+    # (label, artifact, providers, allow CPU fallback, the provider the row is for)
+    rows = [("FP32 export (no fusions)", source, ["cuda"] if gpu else ["cpu"], False, cuda),
+            ("ort-cuda --precision fp32", work / "fp32", None, not gpu, cuda),
+            ("ort-cuda (fp16)", work / "fp16", None, not gpu, cuda),
+            ("ort-trt INT8 (+fp16)", work / "trt", None, False, "TensorrtExecutionProvider"),
+            ("tensorrt INT8 engine", work / "engine", None, False, "TensorRT")]
     with Engine.load(source, providers=["cpu"]) as ref:
         check = _feeds(ref.input_specs, 4, sequence)
         want = ref.run(check)
     print(f"reference: {source.name} on CPUExecutionProvider, FP32, 4 sentences of {sequence} tokens (one padded)")
-    header = f"{'artifact':28} {'runs on':30} {'max|diff|':>10} {'cosine':>8} " + " ".join(
-        f"{'b' + str(b) + ' ms':>9}" for b in batches) + "  speed-up vs FP32 export"
+    if not gpu:
+        print("CPU-FALLBACK = the row is for a GPU provider but runs on the CPU provider (--allow-fallback)")
+    header = f"{'artifact':27} {'runs on':34} {'max|diff|':>9} {'cosine':>9} " + " ".join(
+        f"{'b' + str(b) + ' ms':>9}" for b in batches) + "  speed-up vs FP32 export (same provider)"
     print(header)
     print("-" * len(header))
     base: dict[int, float] = {}
-    for label, path, providers, fallback in rows:
-        if not path.exists():
-            print(f"{label:28} not built ({path.name} missing)")
+    for label, path, providers, fallback, expected in rows:
+        if not _built(path):
+            print(f"{label:27} not built")
             continue
         try:
             eng = Engine.load(path, providers=providers, allow_fallback=fallback)
         except Exception as exc:  # the one-line error Engine.load raises is the row's result
-            print(f"{label:28} NOT LOADED: {exc}")
+            print(f"{label:27} NOT LOADED: {exc}")
             continue
         with eng:
             running = _running(eng)
-            tag = running if running == wanted or running.startswith("TensorRT") else f"{running} CPU-FALLBACK"
+            tag = running if running == expected else f"{running} CPU-FALLBACK"
             got = eng.run(check)
             name = next(iter(want))
             w, g = want[name].reshape(len(want[name]), -1), got[name].reshape(len(got[name]), -1).astype(np.float64)
             diff = float(np.abs(w - g).max())
             cos = float(np.mean(np.sum(w * g, 1) / (np.linalg.norm(w, axis=1) * np.linalg.norm(g, axis=1))))
-            times = {b: benchmark(eng, batch=b, sequence=sequence, runs=runs, warmup=min(5, max(1, runs // 2))).p50 for b in batches}
+            times = {b: benchmark(eng, batch=b, sequence=sequence, runs=runs, warmup=min(5, max(1, runs // 2))).p50
+                     for b in batches}
         if label.startswith("FP32 export"):
             base = times
         ratio = " ".join(f"{base[b] / t:.2f}x" for b, t in times.items() if b in base)
-        print(f"{label:28} {tag:30} {diff:10.4f} {cos:8.5f} " + " ".join(f"{times[b]:9.2f}" for b in batches)
+        print(f"{label:27} {tag:34} {diff:9.2e} {cos:9.6f} " + " ".join(f"{times[b]:9.2f}" for b in batches)
               + f"  {ratio}")
     return 0
 
@@ -123,6 +131,7 @@ def main() -> int:
     r.add_argument("--gpu", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname).1s %(name)s: %(message)s")
+    logging.getLogger("runtime.ort").setLevel(logging.ERROR)  # the table labels every fallback
     if args.cmd == "model":
         print(make_model(args.work, args.layers, args.hidden, args.heads))
         return 0

@@ -60,7 +60,7 @@ if [ ! -f "$WORK/bert.int8.onnx" ]; then
 fi
 
 rm -rf "$WORK/fp32" "$WORK/fp16" "$WORK/int8" "$WORK/trt" "$WORK/engine"
-mkdir -p "$WORK/fp32" "$WORK/fp16" "$WORK/int8" "$WORK/trt" "$WORK/engine"
+mkdir -p "$WORK/fp32" "$WORK/fp16" "$WORK/int8" "$WORK/trt"
 SHAPES="input_ids:1x$SEQ,8x$SEQ,32x$SEQ"
 
 step "build ort-cuda --precision fp32"
@@ -76,6 +76,7 @@ step "build ort-trt (INT8 + TensorRT FP16)"
 "${QDQ[@]}" build "$WORK/bert.int8.onnx" --target ort-trt --shapes "$SHAPES" -o "$WORK/trt" || echo "(ort-trt build failed)"
 if [ $TRT = 1 ]; then
   step "build tensorrt (native engine)"
+  mkdir -p "$WORK/engine"
   "${QDQ[@]}" build "$WORK/bert.int8.onnx" --target tensorrt --shapes "$SHAPES" -o "$WORK/engine/bert.engine" \
     || echo "(tensorrt build failed)"
 fi

@@ -10,7 +10,7 @@ pattern matcher does not recognise. This pass matches the structure instead of o
     x -> MatMul(Wk) [+ bk] -> Reshape -> (any transposition to [B,N,H,S]) -- [* c] -- MatMul [* c] [+ bias]
     x -> MatMul(Wv) [+ bv] -> Reshape -> Transpose(0,2,1,3) --.                          |
                                           MatMul(P, V) <- [NaN guard] <- Softmax(-1) <---'
-                                          -> Transpose(0,2,1,3) -> Reshape [B,S,N*H]
+                                          [-> Reshape 4-D] -> Transpose(0,2,1,3) -> Reshape [B,S,N*H]
 
 Q, K and V projected from one tensor by constant weights become one ``Attention`` (packed QKV GEMM, the
 op ORT's own BERT fusion emits); otherwise ``MultiHeadAttention`` on the three projections. The scalar
@@ -52,6 +52,8 @@ class _Graph:
         if name in self.init:
             return numpy_helper.to_array(self.init[name])
         node = self.producer.get(name)
+        if node is not None and node.op_type == "Identity":  # the legacy exporter's shared initializers
+            return self.const(node.input[0])
         if node is not None and node.op_type == "Constant":
             for a in node.attribute:
                 if a.name == "value":
@@ -63,7 +65,9 @@ class _Graph:
         return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
 
     def only_consumer(self, name: str) -> onnx.NodeProto | None:
-        users = self.consumers.get(name, [])
+        """The one node that reads ``name`` besides Shape nodes (exporters read shapes to build the next
+        Reshape's target; once the chain is fused they are dead and pruned with it)."""
+        users = [u for u in self.consumers.get(name, []) if u.op_type != "Shape"]
         return users[0] if len(users) == 1 and name not in self.outputs else None
 
     def make(self, name: str) -> onnx.NodeProto | None:
@@ -217,6 +221,8 @@ def _match(g: _Graph, softmax: onnx.NodeProto) -> _Match | None:
     if pv is None or pv.op_type != "MatMul" or pv.input[0] != probs:
         return None
     tr = g.only_consumer(pv.output[0])
+    if tr is not None and tr.op_type == "Reshape" and _heads_reshape(g, tr.output[0]) is not None:
+        tr = g.only_consumer(tr.output[0])  # the legacy exporter re-states the [B, N, S, H] shape first
     if tr is None or tr.op_type != "Transpose" or _perm(tr) != [0, 2, 1, 3]:
         return None
     merge = g.only_consumer(tr.output[0])

@@ -26,19 +26,25 @@ def _cuda_available() -> bool:
 
 
 @pytest.fixture(scope="module")
-def tiny_bert_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 2-layer BERT (hidden 64, 4 heads) exported by the default (dynamo) exporter."""
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BERT (hidden 64, 4 heads), saved with save_pretrained."""
     import torch
     import transformers
-
-    from converter.export import export_hf
 
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                      intermediate_size=128, max_position_embeddings=64)
     folder = tmp_path_factory.mktemp("tiny-bert") / "bert"
     transformers.BertModel(config).eval().save_pretrained(folder)
-    return export_hf(folder, folder.parent / "bert.onnx").path
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_onnx(tiny_bert_dir: Path) -> Path:
+    """The tiny BERT exported by the default (dynamo) exporter."""
+    from converter.export import export_hf
+
+    return export_hf(tiny_bert_dir, tiny_bert_dir.parent / "bert.onnx").path
 
 
 def _feeds(batch: int = 3, sequence: int = 24, seed: int = 1) -> dict[str, np.ndarray]:
@@ -146,6 +152,52 @@ def test_cross_attention_fuses_into_multi_head_attention(tmp_path: Path) -> None
     with Engine.load(src) as ref:
         want = ref.run({"x": x, "y": y})["out"]
     np.testing.assert_allclose(sess.run(None, {"x": x, "y": y})[0], want, atol=1e-5)
+
+
+def test_the_legacy_exporters_attention_fuses_too(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """The TorchScript exporter spells attention differently (K transposed by one Transpose); same result."""
+    import onnxruntime as ort
+
+    from converter.export import export_hf
+
+    src = export_hf(tiny_bert_dir, tmp_path / "legacy.onnx", exporter="legacy").path
+    model = onnx.load(str(src))
+    assert fuse_attention(model) == {"Attention": 2}
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = _feeds()
+    with Engine.load(src) as ref:
+        want = ref.run(feeds)
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-4 * float(np.abs(want[name]).max()))
+
+
+def test_a_product_that_is_not_attention_is_left_alone(tmp_path: Path) -> None:
+    """softmax(Q @ R) where R is the key projection merely reshaped to [B, N, H, S] (no transpose): not
+    attention over heads, so nothing is fused and the graph is unchanged."""
+    import torch
+
+    from converter.export import export_module
+
+    class NotAttention(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v = (torch.nn.Linear(32, 32) for _ in range(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, s = x.shape[0], x.shape[1]
+            q = self.q(x).reshape(b, s, 4, 8).transpose(1, 2)
+            r = self.k(x).reshape(b, 4, 8, s)
+            v = self.v(x).reshape(b, s, 4, 8).transpose(1, 2)
+            return (torch.softmax(q @ r, dim=-1) @ v).transpose(1, 2).reshape(b, s, 32)
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((2, 6, 32)).astype(np.float32)
+    src = export_module(NotAttention().eval(), {"x": x}, tmp_path / "not.onnx", output_names=["out"],
+                        dynamic_axes={"x": {0: "batch", 1: "seq"}}).path
+    model = onnx.load(str(src))
+    before = model.SerializeToString()
+    assert fuse_attention(model) == {} and model.SerializeToString() == before
 
 
 def test_int8_qdq_model_is_refused_in_one_line(qdq_minilm: Path, tmp_path: Path, cli) -> None:
