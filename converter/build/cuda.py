@@ -57,6 +57,7 @@ def build_cuda(source: Path, staged: Path, config: BuildConfig, model: "onnx.Mod
                inputs: list[TensorSpec], precision: str) -> StagedBuild:
     """Fuse, verify and (for fp16) convert ``source`` into ``staged``."""
     import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
     from onnxruntime.transformers.optimizer import optimize_model
 
     from .attention import fuse_attention
@@ -73,7 +74,13 @@ def build_cuda(source: Path, staged: Path, config: BuildConfig, model: "onnx.Mod
     fused = optimize_model(str(basic), model_type="bert", num_heads=0, hidden_size=0, opt_level=0, use_gpu=True)
     attention = fuse_attention(fused.model)
     fused.topological_sort()
-    _verify(source, fused.model, inputs)
+    if external:  # past protobuf's 2 GB: the check session reads the fused model from a file
+        check = staged.parent / f"{basic.name}.fused.onnx"
+        fused.save_model_to_file(str(check), use_external_data_format=True, all_tensors_to_one_file=True)
+        _verify(source, str(check), inputs)
+        fused = OnnxModel(onnx.load(str(check)))  # saving moved the weights out of the in-memory model
+    else:
+        _verify(source, fused.model.SerializeToString(), inputs)
     if precision == "fp16":
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
@@ -100,7 +107,7 @@ def _external_files(staged: Path) -> dict[str, str]:
     return {data.name: "external-data"} if data.is_file() else {}
 
 
-def _verify(source: Path, fused: "onnx.ModelProto", inputs: list[TensorSpec]) -> None:  # noqa: F821
+def _verify(source: Path, fused: str | bytes, inputs: list[TensorSpec]) -> None:
     """The fused FP32 graph gives the source's outputs on the CPU provider (a padded row included)."""
     import onnxruntime as ort
 
@@ -115,7 +122,7 @@ def _verify(source: Path, fused: "onnx.ModelProto", inputs: list[TensorSpec]) ->
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         want = ort.InferenceSession(str(source), so, providers=["CPUExecutionProvider"]).run(None, feeds)
-        got = ort.InferenceSession(fused.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+        got = ort.InferenceSession(fused, so, providers=["CPUExecutionProvider"]).run(None, feeds)
     except Exception as exc:  # ORT raises private exception types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BuildError(f"ort-cuda: the fused model of {source} does not run on the CPU provider: {first}") from exc

@@ -244,6 +244,22 @@ def test_cnn_builds_fp16_without_attention(digits_cnn_onnx: Path, digits_split: 
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.98
 
 
+def test_external_data_model_builds(digits_cnn_onnx: Path, digits_split: dict, tmp_path: Path) -> None:
+    """Weights in a side file (models past 2 GB): the artifact keeps them in its own side file."""
+    src = tmp_path / "src" / "ext.onnx"
+    src.parent.mkdir()
+    onnx.save(onnx.load(str(digits_cnn_onnx)), str(src), save_as_external_data=True, location="ext.onnx.weights",
+              size_threshold=256)
+    result = build(src, "ort-cuda", tmp_path / "out" / "ext.cuda.onnx")
+    assert [p.name for p in result.side_files] == ["ext.cuda.onnx.data"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "ext.cuda.onnx", "ext.cuda.onnx.data", "ext.cuda.onnx.manifest.json"]
+    X = digits_split["X_test"][:16]
+    with Engine.load(digits_cnn_onnx) as ref, Engine.load(result.artifact, allow_fallback=True) as eng:
+        want, got = ref.run({"image": X})["logits"], eng.run({"image": X})["logits"]
+    np.testing.assert_allclose(got, want, atol=0.01 * float(np.abs(want).max()))
+
+
 def test_precision_choices(qdq_cnn: Path, tmp_path: Path, cli) -> None:
     code, out = cli("build", qdq_cnn, "--target", "ort-cpu", "--precision", "fp16", "-o", tmp_path)
     assert code == 1 and "ort-cpu runs FP32" in out and list(tmp_path.iterdir()) == []
