@@ -23,6 +23,7 @@ class ModelSummary:
     size_bytes: int = 0
     parameters: int = 0
     producer: str = ""
+    weight_dtypes: dict[str, int] = field(default_factory=dict)  # initializer elements per dtype, largest first
 
     @property
     def qdq_count(self) -> int:
@@ -40,6 +41,7 @@ class ModelSummary:
             "size_bytes": self.size_bytes,
             "parameters": self.parameters,
             "producer": self.producer,
+            "weight_dtypes": self.weight_dtypes,
         }
 
 
@@ -81,8 +83,11 @@ def summarize(path: str | os.PathLike[str]) -> ModelSummary:
     init_names = {i.name for i in g.initializer}
     counts: Counter = Counter(n.op_type for n in g.node)
     params = 0
+    dtypes: Counter = Counter()
     for init in g.initializer:
-        params += int(np.prod(init.dims)) if init.dims else 1
+        n = int(np.prod(init.dims)) if init.dims else 1
+        params += n
+        dtypes[onnx.helper.tensor_dtype_to_np_dtype(init.data_type).name if init.data_type else "?"] += n
     size = p.stat().st_size
     for loc in {e.value for i in g.initializer for e in i.external_data if e.key == "location"}:
         side = p.parent / loc
@@ -97,4 +102,5 @@ def summarize(path: str | os.PathLike[str]) -> ModelSummary:
         size_bytes=size,
         parameters=params,
         producer=f"{model.producer_name} {model.producer_version}".strip(),
+        weight_dtypes=dict(dtypes.most_common()),
     )

@@ -57,8 +57,11 @@ def check_first_provider(requested: Sequence[str], running: Sequence[str], label
     log.warning(message)
 
 
-def resolve_providers(providers: Sequence[str] | None) -> list[str]:
-    """Map short names (cpu, cuda, tensorrt) to ORT provider names and check they are available."""
+def resolve_providers(providers: Sequence[str] | None, allow_fallback: bool = False) -> list[str]:
+    """Map short names (cpu, cuda, tensorrt) to ORT provider names and check they are available.
+
+    An unavailable provider is a one-line error naming what to install; with ``allow_fallback`` it is
+    dropped with a warning instead (the CPU provider remains), as ONNX Runtime itself would do."""
     import onnxruntime as ort
 
     if not providers:
@@ -69,12 +72,14 @@ def resolve_providers(providers: Sequence[str] | None) -> list[str]:
         name = _PROVIDER_ALIASES.get(p.lower(), p) if isinstance(p, str) else p
         if name not in available:
             hint = _INSTALL_HINT.get(name, "check the provider name")
-            raise BackendUnavailableError(
-                f"ONNX Runtime execution provider {name} is not available here "
-                f"(available: {', '.join(available)}); {hint}"
-            )
+            message = (f"ONNX Runtime execution provider {name} is not available here "
+                       f"(available: {', '.join(available)}); {hint}")
+            if not allow_fallback:
+                raise BackendUnavailableError(message + " (or pass --allow-fallback to run on what is available)")
+            log.warning("%s; --allow-fallback: running without it", message)
+            continue
         resolved.append(name)
-    return resolved
+    return resolved or ["CPUExecutionProvider"]
 
 
 def _spec(node_arg: Any) -> TensorSpec:
@@ -125,7 +130,7 @@ class OrtEngine(Engine):
         import onnxruntime as ort
 
         source, self.label = _source_and_label(model)
-        self.providers = resolve_providers(providers)
+        self.providers = resolve_providers(providers, allow_fallback)
         opts = session_options if session_options is not None else ort.SessionOptions()
         if isinstance(source, str) and source.endswith(".ort"):
             opts.add_session_config_entry("session.load_model_format", "ORT")

@@ -37,10 +37,14 @@ class BuildResult:
     manifest: Path
     side_files: tuple[Path, ...]
     seconds: float
+    precision: str = "fp32"
+    fusions: tuple[tuple[str, int], ...] = ()
 
     def describe(self) -> str:
         lines = [f"built {self.target}: {self.artifact} ({self.artifact.stat().st_size / 1e6:.1f} MB, "
-                 f"{self.seconds:.1f} s)"]
+                 f"{self.seconds:.1f} s, {self.precision})"]
+        if self.fusions:
+            lines.append("  fused: " + ", ".join(f"{op} {n}" for op, n in self.fusions))
         lines += [f"  with {p}" for p in self.side_files]
         lines.append(f"manifest {self.manifest}")
         return "\n".join(lines)
@@ -81,6 +85,11 @@ def build(model_path: str | os.PathLike[str], target: str, output: str | os.Path
     out = output_path(source, target, output)
     check_output(out, inputs=[source])  # before the build: writable, not the source model
     inputs, outputs = onnx_io_specs(model)
+    precision = config.resolved_precision(target)
+    if target == "ort-cuda":
+        from .cuda import refuse_qdq
+
+        refuse_qdq(model, source)  # before anything is staged
     start = time.perf_counter()
     with staging_dir(out) as staging:
         staged = staging / out.name
@@ -92,11 +101,16 @@ def build(model_path: str | os.PathLike[str], target: str, output: str | os.Path
             from .edge import build_edge
 
             result = build_edge(source, staged, config)
+        elif target == "ort-cuda":
+            from .cuda import build_cuda
+
+            result = build_cuda(source, staged, config, model, inputs, precision)
         else:
             from .ort import build_ort
 
             result = build_ort(source, staged, target, config, model, inputs)
         result.build.update(_profile_facts(model, target, config))
+        result.build["precision"] = precision
         if TARGETS[target][0] == "onnxruntime":
             # the artifact must load before it replaces anything; its specs are what Engine.load will report
             with OrtEngine(staged) as check:
@@ -105,7 +119,8 @@ def build(model_path: str | os.PathLike[str], target: str, output: str | os.Path
         side = commit(staging, out, list(result.side_files))[:-1]
     seconds = time.perf_counter() - start
     log.info("built %s for %s in %.1f s", out, target, seconds)
-    return BuildResult(target, out, manifest_path_for(out), tuple(side), seconds)
+    return BuildResult(target, out, manifest_path_for(out), tuple(side), seconds, precision,
+                       tuple(result.build.get("fusions", {}).items()))
 
 
 def _profile_facts(model, target: str, config: BuildConfig) -> dict[str, str]:  # noqa: ANN001

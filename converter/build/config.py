@@ -10,6 +10,10 @@ ShapeRange = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 """(min, opt, max) shape of one input for a TensorRT optimization profile."""
 
 
+PRECISION_DEFAULT = {"ort-cpu": "fp32", "ort-edge": "fp32", "ort-cuda": "fp16", "ort-trt": "fp16", "tensorrt": "fp32"}
+"""Float precision per target when ``--precision`` is not given (tensorrt: fp16 with ``--fp16``)."""
+
+
 class BuildError(ConverterError):
     """A build could not produce its artifact (bad options, unsupported model, backend failure)."""
 
@@ -31,6 +35,9 @@ class BuildConfig:
     provider_options: extra ONNX Runtime provider options, merged over the defaults the target records.
     edge_platform: ort-edge only: ``arm`` (allow int8 QDQ kernels) or ``amd64``; default portable.
     type_reduction: ort-edge only: also record per-op types in the reduced-ops config.
+    precision: ``fp16`` or ``fp32`` for the float layers (None: the target's default, ``PRECISION_DEFAULT``):
+        ort-cuda converts the fused model to FP16; ort-trt / tensorrt enable TensorRT's FP16 kernels;
+        ort-cpu / ort-edge run FP32 only. Recorded in the manifest.
     cpu: ort-cpu / ort-edge: the CPU family the artifact is for (``auto``: this machine), recorded in the
         manifest; a warning when the model's INT8 scheme saturates there (``converter.targets``).
     """
@@ -47,10 +54,13 @@ class BuildConfig:
     edge_platform: str | None = None
     type_reduction: bool = False
     cpu: str = "auto"
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         if self.opt_level is not None and self.opt_level not in ("basic", "extended", "all"):
             raise BuildError(f"unknown optimization level {self.opt_level!r}; use basic, extended or all")
+        if self.precision not in (None, "fp16", "fp32"):
+            raise BuildError(f"unknown precision {self.precision!r}; use fp16 or fp32")
         if self.workspace_gb is not None and self.workspace_gb <= 0:
             raise BuildError(f"workspace must be positive, got {self.workspace_gb} GB")
         if self.edge_platform not in (None, "arm", "amd64"):
@@ -58,3 +68,13 @@ class BuildConfig:
         for name, triple in (("default_batch", self.default_batch), ("default_dim", self.default_dim)):
             if len(triple) != 3 or not 1 <= triple[0] <= triple[1] <= triple[2]:
                 raise BuildError(f"{name} must be (min, opt, max) with 1 <= min <= opt <= max, got {triple}")
+
+    def resolved_precision(self, target: str) -> str:
+        """``fp16`` or ``fp32`` for ``target``: ``precision``, else ``--fp16``, else the target's default."""
+        if self.precision == "fp32" and self.fp16:
+            raise BuildError("--fp16 and --precision fp32 contradict each other; give one")
+        precision = self.precision or ("fp16" if self.fp16 else PRECISION_DEFAULT.get(target, "fp32"))
+        if precision == "fp16" and target in ("ort-cpu", "ort-edge"):
+            raise BuildError(f"{target} runs FP32 (or the model's INT8); --precision fp16 is for ort-cuda, ort-trt "
+                             "and tensorrt")
+        return precision

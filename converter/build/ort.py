@@ -76,7 +76,7 @@ def provider_options(target: str, config: BuildConfig, inputs: list[TensorSpec],
             "device_id": dev,
             # INT8 kernels from the model's Q/DQ scales (explicit quantization; no calibration table)
             "trt_int8_enable": "True",
-            "trt_fp16_enable": str(bool(config.fp16)),
+            "trt_fp16_enable": str(config.resolved_precision("ort-trt") == "fp16"),
             "trt_engine_cache_enable": "True",
             "trt_engine_cache_path": cache,
             "trt_timing_cache_enable": "True",

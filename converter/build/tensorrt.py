@@ -35,10 +35,10 @@ def _has_weak_typing(trt: Any) -> bool:
 def _network(trt: Any, builder: Any, config: BuildConfig) -> tuple[Any, bool]:
     """Create the network definition; returns (network, strongly_typed)."""
     strongly_typed_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if config.fp16:
+    if config.resolved_precision("tensorrt") == "fp16":
         if not _has_weak_typing(trt):
             raise BuildError(f"TensorRT {trt.__version__} removed the FP16 builder flag (strongly typed networks only): "
-                             "convert the model to mixed precision first (e.g. ModelOpt AutoCast) and build without --fp16")
+                             "convert the model to mixed precision first (e.g. ModelOpt AutoCast) and build without --fp16 / --precision fp16")
         return builder.create_network(0), False
     if strongly_typed_flag is not None and _has_weak_typing(trt):
         return builder.create_network(1 << int(strongly_typed_flag)), True
@@ -137,7 +137,7 @@ def build_tensorrt(source: Path, staged: Path, config: BuildConfig, inputs: list
         build={
             "tensorrt_version": trt.__version__,
             "strongly_typed": strongly_typed,
-            "fp16": config.fp16,
+            "fp16": config.resolved_precision("tensorrt") == "fp16",
             "workspace_gb": config.workspace_gb,
             "profiles": {n: [format_shape(s) for s in rng] for n, rng in profiles.items()},
             "timing_cache": str(config.timing_cache) if config.timing_cache else None,
