@@ -26,15 +26,16 @@ from runtime import Engine
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
-def _zoo_models():
-    spec = importlib.util.spec_from_file_location("zoo_models", TOOLS / "zoo_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("zoo_models", module)
-    spec.loader.exec_module(module)
-    return module
+def _tool(name: str):
+    """A module of tools/ (not a package), registered so its dataclasses and imports resolve."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
 
-ZOO = _zoo_models()
+ZOO = _tool("zoo_models")
 MIN_COSINE = 0.999
 """Mean per-sample cosine of the exact INT8 output with FP32 (measured 0.9998-1.0000 on these models)."""
 
@@ -81,3 +82,20 @@ def test_tensorrt_quantize_passes_tensorrt_check(zoo_model, tmp_path: Path) -> N
     exact = run_exact(out, feeds)[spec.output]
     with Engine.load(fp32) as ref:
         assert _cosine(ref.run(feeds)[spec.output], exact) > MIN_COSINE
+
+
+def test_sweep_reports_a_failing_model_in_its_row(tmp_path: Path) -> None:
+    """tools/zoo.py catches a model's failure, shows it in that model's row and goes on to the next."""
+    import argparse
+
+    zoo = _tool("zoo")
+
+    def broken(dims):
+        raise RuntimeError("no such layer")
+
+    args = argparse.Namespace(size="tiny", method="minmax", calib_batches=1, eval_batches=1, cpu="auto", threads=1,
+                              runs=0)
+    row = zoo.sweep_one(ZOO.ZooModel("broken", "cnn", broken, ("image",)), tmp_path, args)
+    assert row.errors == ["export/calibrate: RuntimeError: no such layer"]
+    table = zoo.format_table([row], args)
+    assert "| broken | — | 0 |" in table and "no such layer" in table
