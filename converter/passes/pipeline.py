@@ -18,6 +18,7 @@ from ..calib.table import CalibrationTable
 from ..quant.config import QuantConfig
 from .cleanup import StripNanGuardsPass
 from .embeddings import QuantizeEmbeddingsPass
+from .fold_weights import FoldWeightTransposePass
 from .insert_qdq import InsertQDQPass
 from .ort_cpu import ResidualSumPass
 from .qdq_placement import QDQPlacementPass
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def preprocess(model: ir.Model, config: QuantConfig) -> ir.Model:
-    """Cleanups that keep the float function: constants as initializers, NaN guards, dead nodes."""
-    passes = [LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=16),
+    """Cleanups that keep the float function: constants as initializers, transposed weights folded, NaN
+    guards, dead nodes."""
+    passes = [LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=16), FoldWeightTransposePass(),
               ShapeInferencePass(strict_mode=False)]  # element types of intermediate values
     if config.strip_nan_guards:
         passes.append(StripNanGuardsPass())

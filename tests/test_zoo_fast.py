@@ -1,0 +1,101 @@
+"""The zoo sweep's fast subset (``tools/zoo.py --fast --size tiny``): each architecture exports, quantizes for
+ort-cpu into a model ONNX Runtime runs within a stated cosine of FP32, and ``qdq quantize --target tensorrt``
+writes what ``qdq check --target tensorrt`` accepts.
+
+Models (``tools/zoo_models.py``, random weights, 2 layers, hidden 64): BERT, Llama, CLIP vision, Whisper
+encoder, and a MobileNetV3-style CNN (depthwise Convs, HardSwish, hard-sigmoid SE blocks).
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from converter.calibrate import calibrate
+from converter.cli import main
+from converter.export import export_module
+from converter.quant.config import QuantConfig
+from converter.quantize import quantize_file
+from int8_numerics import assert_fused_close, run_exact
+from runtime import Engine
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def _tool(name: str):
+    """A module of tools/ (not a package), registered so its dataclasses and imports resolve."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+ZOO = _tool("zoo_models")
+MIN_COSINE = 0.999
+"""Mean per-sample cosine of the exact INT8 output with FP32 (measured 0.9998-1.0000 on these models)."""
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).mean())
+
+
+@pytest.fixture(scope="module", params=ZOO.FAST)
+def zoo_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """(spec, FP32 path, calibration table path, held-out feeds) of one fast-subset model, tiny size."""
+    spec = ZOO.MODELS[request.param]
+    work = tmp_path_factory.mktemp(spec.name)
+    fp32 = export_module(spec.build("tiny"), spec.feeds(2, seed=1000, size="tiny"), work / "fp32.onnx",
+                         output_names=[spec.output], dynamic_axes=spec.axes(),
+                         check_inputs=spec.feeds(3, seed=1001, size="tiny")).path
+    table = calibrate(fp32, [spec.feeds(4, seed=i, size="tiny") for i in range(3)], progress=False)
+    return spec, fp32, table.save(work / "calib.json"), spec.feeds(6, seed=100, size="tiny")
+
+
+def test_ort_cpu_int8_runs_close_to_fp32(zoo_model, tmp_path: Path) -> None:
+    spec, fp32, calib, feeds = zoo_model
+    int8 = quantize_file(fp32, tmp_path / "int8.onnx", calib, QuantConfig())
+    with Engine.load(fp32) as ref, Engine.load(int8) as eng:
+        expected, fused = ref.run(feeds)[spec.output], eng.run(feeds)[spec.output]
+    exact = run_exact(int8, feeds)[spec.output]
+    assert _cosine(expected, exact) > MIN_COSINE, f"{spec.name}: exact INT8 cosine {_cosine(expected, exact):.5f}"
+    assert_fused_close(fused, exact)
+
+
+def test_tensorrt_quantize_passes_tensorrt_check(zoo_model, tmp_path: Path) -> None:
+    """#16: `quantize --target tensorrt` emits only what `check --target tensorrt` accepts (CLI, as a user runs it)."""
+    spec, fp32, calib, feeds = zoo_model
+    out = tmp_path / "trt.onnx"
+    runner = CliRunner()
+    quantized = runner.invoke(main, ["quantize", str(fp32), "--calib", str(calib), "--target", "tensorrt",
+                                     "-o", str(out)], catch_exceptions=False)
+    assert quantized.exit_code == 0, quantized.output
+    checked = runner.invoke(main, ["check", str(out), "--target", "tensorrt"], catch_exceptions=False)
+    assert checked.exit_code == 0, checked.output
+    assert "OK" in checked.output and "0 violation(s)" in checked.output
+    # symmetric int8 activations and float biases, and it still computes the model
+    exact = run_exact(out, feeds)[spec.output]
+    with Engine.load(fp32) as ref:
+        assert _cosine(ref.run(feeds)[spec.output], exact) > MIN_COSINE
+
+
+def test_sweep_reports_a_failing_model_in_its_row(tmp_path: Path) -> None:
+    """tools/zoo.py catches a model's failure, shows it in that model's row and goes on to the next."""
+    import argparse
+
+    zoo = _tool("zoo")
+
+    def broken(dims):
+        raise RuntimeError("no such layer")
+
+    args = argparse.Namespace(size="tiny", method="minmax", calib_batches=1, eval_batches=1, cpu="auto", threads=1,
+                              runs=0)
+    row = zoo.sweep_one(ZOO.ZooModel("broken", "cnn", broken, ("image",)), tmp_path, args)
+    assert row.errors == ["export/calibrate: RuntimeError: no such layer"]
+    table = zoo.format_table([row], args)
+    assert "| broken | — | 0 |" in table and "no such layer" in table
