@@ -118,12 +118,33 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
     m, table = pipeline.smooth(m, table, config, alphas)
     if alphas is not None and data:
         table = _recalibrate_smoothed(m, table, config, data, progress)
-    m = pipeline.insert_qdq(m, table, config)
+    hessians = _weight_hessians(m, config, data, progress) if config.weight_rounding == "gptq" and data else None
+    m = pipeline.insert_qdq(m, table, config, hessians)
     proto = ir.to_proto(m)
     proto.producer_name = proto.producer_name or "qdq"
     onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
                                         **profile_metadata(config.profile)})
     return proto
+
+
+def _weight_hessians(m: ir.Model, config: QuantConfig, data: list[dict[str, np.ndarray]],
+                     progress: bool = False) -> dict[str, np.ndarray]:
+    """Input statistics E[x xᵀ] of the Conv/Gemm layers placement quantizes, for GPTQ weight rounding."""
+    from .passes.qdq_placement import META_KEY, QDQPlacementPass, plan_of
+    from .progress import bar
+    from .quant.weight_rounding import collect_hessians, layer_inputs
+
+    QDQPlacementPass(config)(m)
+    marked = [n for n in m.graph if n.op_type in ("Conv", "Gemm") and (p := plan_of(n)) is not None
+              and p.weight is not None and p.weight[0] == 1]
+    for node in m.graph:
+        node.meta.pop(META_KEY, None)
+    layers = layer_inputs(m, marked)
+    if not layers:
+        return {}
+    batches = data[: config.rounding_batches]
+    with bar(progress, len(batches), "weight rounding: layer statistics", unit="batch") as shown:
+        return collect_hessians(m, layers, batches, on_batch=lambda: shown.update(1))
 
 
 def _match_symmetry(table: CalibrationTable, config: QuantConfig) -> CalibrationTable:
