@@ -20,7 +20,7 @@ Policy (measured on ONNX Runtime 1.32 CPU, AVX512-VNNI, all-MiniLM-L6-v2; see
   TensorRT (``QuantConfig.resolved_quantize_attention``). Their inputs are the scaled Q/K
   projections and the Softmax output in [0, 1]; the Softmax *input* (scores + mask) never is.
 * A layer kept in float (excluded, or one placement skips) must not read a DequantizeLinear output:
-  ONNX Runtime (>= 1.20, ``WeightBiasQuantization``) then quantizes its float weight itself, per
+  ONNX Runtime (1.32's ``WeightBiasQuantization``, from the basic level on) then quantizes its float weight itself, per
   tensor (EfficientNet-Lite0 with one depthwise Conv excluded: top-1 93% exact, 59% fused). The
   producer whose quantized output it would read keeps a float output instead (``_keep_float_inputs``).
 * Never quantized: inputs of Softmax, residual/mask Add, LayerNorm and other range-hostile ops
