@@ -83,7 +83,8 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
     smoothing, to re-measure the ranges of the smoothed tensors; ``calib_config`` sets the method
     when calibrating here. ``smoothquant_cache``: an empty dict shared by calls that quantize the
     same model with the same table and data under different exclusions (mixed precision): the
-    activations ``smoothquant='auto'`` captures and its per-group searches are reused. ``progress``:
+    activations ``smoothquant='auto'`` captures, its per-group searches and the layer statistics of GPTQ weight
+    rounding are reused. ``progress``:
     tqdm bars on stderr for calibration and SmoothQuant auto's capture and search.
     Raises ``CalibrationError`` when the table lacks a tensor the model quantizes,
     ``QuantizationError`` for bad settings, ``ModelFileError`` for unreadable models.
@@ -118,12 +119,38 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
     m, table = pipeline.smooth(m, table, config, alphas)
     if alphas is not None and data:
         table = _recalibrate_smoothed(m, table, config, data, progress)
-    m = pipeline.insert_qdq(m, table, config)
+    hessians = (_weight_hessians(m, config, data, progress, smoothquant_cache)
+                if config.weight_rounding == "gptq" and data else None)
+    m = pipeline.insert_qdq(m, table, config, hessians)
     proto = ir.to_proto(m)
     proto.producer_name = proto.producer_name or "qdq"
     onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
                                         **profile_metadata(config.profile)})
     return proto
+
+
+def _weight_hessians(m: ir.Model, config: QuantConfig, data: list[dict[str, np.ndarray]],
+                     progress: bool = False, cache: dict | None = None) -> dict[str, np.ndarray]:
+    """Input statistics E[x xᵀ] of the Conv/Gemm layers placement quantizes, for GPTQ weight rounding
+    (``cache``: shared by calls on the same model and data, e.g. mixed precision's many exclusion lists)."""
+    from .passes.qdq_placement import META_KEY, QDQPlacementPass, plan_of
+    from .progress import bar
+    from .quant.weight_rounding import collect_hessians, layer_inputs
+
+    QDQPlacementPass(config)(m)
+    marked = [n for n in m.graph if n.op_type in ("Conv", "Gemm") and (p := plan_of(n)) is not None
+              and p.weight is not None and p.weight[0] == 1]
+    for node in m.graph:
+        node.meta.pop(META_KEY, None)
+    layers = layer_inputs(m, marked)
+    known = {} if cache is None else cache.setdefault(("hessians", config.rounding_batches), {})
+    missing = {name: layer for name, layer in layers.items() if (name, layer[0]) not in known}
+    if missing:
+        batches = data[: config.rounding_batches]
+        with bar(progress, len(batches), "weight rounding: layer statistics", unit="batch") as shown:
+            found = collect_hessians(m, missing, batches, on_batch=lambda: shown.update(1))
+        known.update({(name, missing[name][0]): found.get(name) for name in missing})
+    return {name: known[(name, layer[0])] for name, layer in layers.items() if known[(name, layer[0])] is not None}
 
 
 def _match_symmetry(table: CalibrationTable, config: QuantConfig) -> CalibrationTable:

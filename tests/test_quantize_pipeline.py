@@ -153,3 +153,30 @@ def test_cli_calibrates_on_the_fly(digits_cnn_onnx: Path, digits_split: dict, tm
     assert _accuracy(str(out), X, y) >= _accuracy(str(digits_cnn_onnx), X, y) - 0.02
     res = _cli([str(digits_cnn_onnx), "--data", "builtin:digits", "--smoothquant", "fast", "-o", str(out)])
     assert res.exit_code == 2 and "auto" in res.output
+
+
+def test_cli_weight_rounding(digits_cnn_onnx: Path, digits_split: dict, tmp_path: Path) -> None:
+    """--weight-rounding gptq (the default with --data) and nearest both write models that keep the digits
+    accuracy; they differ in the rounding of the Conv/Gemm weights only."""
+    import onnx
+
+    outs = {}
+    for mode in ("gptq", "nearest"):
+        outs[mode] = tmp_path / f"cnn.{mode}.onnx"
+        res = _cli([str(digits_cnn_onnx), "--data", "builtin:digits", "--num-samples", "48",
+                    "--weight-rounding", mode, "-o", str(outs[mode])])
+        assert res.exit_code == 0, res.output
+    X, y = digits_split["X_test"], digits_split["y_test"]
+    for out in outs.values():
+        assert _accuracy(str(out), X, y) >= _accuracy(str(digits_cnn_onnx), X, y) - 0.02
+
+    def weights(path: Path) -> dict:
+        m = onnx.load(str(path))
+        return {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+
+    a, b = weights(outs["gptq"]), weights(outs["nearest"])
+    assert a.keys() == b.keys() and a
+    assert any((a[k] != b[k]).any() for k in a)
+    assert max(int(np.abs(a[k].astype(int) - b[k].astype(int)).max()) for k in a) <= 8
+    res = _cli([str(digits_cnn_onnx), "--data", "builtin:digits", "--weight-rounding", "adaround", "-o", str(outs["gptq"])])
+    assert res.exit_code == 2 and "weight-rounding" in res.output

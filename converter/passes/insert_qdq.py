@@ -10,6 +10,7 @@ E[x] per input channel from the table's ``channel_mean``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 import onnx_ir as ir
@@ -28,6 +29,7 @@ from ..quant.scheme import (
     quantize,
     weight_qparams,
 )
+from ..quant.weight_rounding import gptq_round
 from ._utils import add_initializer, const_array, shape_of, unique_name, used_names
 from .qdq_placement import NodePlan, plan_of, quantized_output
 
@@ -62,13 +64,32 @@ def _float_source(value: ir.Value | None) -> ir.Value | None:
     return q.inputs[0]
 
 
+def _gptq_weight(node: ir.Node, arr: np.ndarray, qp: QParams, qmax: int, hessian: np.ndarray,
+                 nearest: np.ndarray) -> np.ndarray:
+    """``arr`` rounded by GPTQ (``quant.weight_rounding``) on the layer's scales; ``nearest`` where the
+    layout is not one it handles (the Hessian's size must match the layer's input features)."""
+    trans = node.op_type == "Gemm" and not node.attributes.get_int("transB", 0)
+    w2 = arr.T if trans else arr.reshape(arr.shape[0], -1)
+    out_axis = 1 if trans else 0
+    if qp.axis is not None and qp.axis % arr.ndim != out_axis:
+        return nearest
+    k = w2.shape[1]
+    if hessian.shape[-1] != k or (hessian.ndim == 3 and hessian.shape[0] != w2.shape[0]):
+        return nearest
+    scale = np.broadcast_to(qp.scale, (w2.shape[0],))
+    q = gptq_round(w2, scale, qmax, hessian)
+    return q.T.copy() if trans else q.reshape(arr.shape)
+
+
 class InsertQDQPass(InPlacePass):
     """Insert Q/DQ where ``QDQPlacementPass`` marked, using ranges from ``table``."""
 
-    def __init__(self, table: CalibrationTable, config: QuantConfig) -> None:
+    def __init__(self, table: CalibrationTable, config: QuantConfig,
+                 hessians: Mapping[str, np.ndarray] | None = None) -> None:
         super().__init__()
         self.table = table
         self.config = config
+        self.hessians = dict(hessians or {})
 
     def call(self, model: ir.Model) -> PassResult:
         graph = model.graph
@@ -82,7 +103,7 @@ class InsertQDQPass(InPlacePass):
         self._graph = graph
         act_q = self._activation_params(marked)
         self._quantized: dict[int, ir.Value] = {}
-        weight_cache: dict[tuple[int, int | None], tuple[ir.Value, QParams]] = {}
+        weight_cache: dict[tuple, tuple[ir.Value, QParams, np.ndarray]] = {}
         for node in marked:
             plan = plan_of(node)
             originals = list(node.inputs)  # before Q/DQ replace them (bias correction reads x and W)
@@ -102,15 +123,16 @@ class InsertQDQPass(InPlacePass):
                 floor = None
                 if plan.bias is not None and x_qp is not None and self.config.profile.int32_bias:
                     floor = bias_scale_floor(const_array(node.inputs[plan.bias]), x_qp.scale)
-                key = (id(w), axis, None if floor is None else floor.tobytes())
+                hessian = self.hessians.get(node.name) if node.name else None
+                key = (id(w), axis, None if floor is None else floor.tobytes(), node.name if hessian is not None else None)
                 if key not in weight_cache:
                     depthwise = is_depthwise(node.op_type, node.attributes.get_int("group", 1), w.shape)
-                    weight_cache[key] = self._quantize_weight(w, axis, floor, depthwise)
-                wq, wqp = weight_cache[key]
+                    weight_cache[key] = self._quantize_weight(w, axis, floor, depthwise, node, hessian)
+                wq, wqp, w_int = weight_cache[key]
                 node.replace_input_with(idx, self._dq_node(wq, wqp, f"{w.name}_dequantized", w))
             if plan.bias is not None and wqp is not None and self.config.profile.int32_bias:
                 b = node.inputs[plan.bias]
-                shift = self._bias_shift(node, originals, plan, wqp) if self.config.bias_correction else None
+                shift = self._bias_shift(node, originals, plan, wqp, w_int) if self.config.bias_correction else None
                 node.replace_input_with(plan.bias, self._quantize_bias(b, x_qp.scale, wqp, shift))
             if plan.output:
                 y = quantized_output(node, plan)
@@ -193,15 +215,19 @@ class InsertQDQPass(InPlacePass):
         return self._dq_node(q, qp, f"{v.name}_dequantized", v)
 
     def _quantize_weight(self, w: ir.Value, axis: int | None, floor: np.ndarray | None = None,
-                         depthwise: bool = False) -> tuple[ir.Value, QParams]:
+                         depthwise: bool = False, node: ir.Node | None = None,
+                         hessian: np.ndarray | None = None) -> tuple[ir.Value, QParams, np.ndarray]:
         arr = const_array(w).astype(np.float32)
-        qp = weight_qparams(arr, axis, name=w.name or "", qmax=self.config.profile.layer_weight_qmax(depthwise),
-                            floor=floor)
-        q = self._init(f"{w.name}_quantized", quantize(arr, qp))
-        return q, qp
+        qmax = self.config.profile.layer_weight_qmax(depthwise)
+        qp = weight_qparams(arr, axis, name=w.name or "", qmax=qmax, floor=floor)
+        w_int = quantize(arr, qp)
+        if hessian is not None and node is not None:
+            w_int = _gptq_weight(node, arr, qp, qmax, hessian, w_int)
+        q = self._init(f"{w.name}_quantized", w_int)
+        return q, qp, w_int
 
     def _bias_shift(self, node: ir.Node, inputs: list[ir.Value | None], plan: NodePlan,
-                    wqp: QParams) -> np.ndarray | None:
+                    wqp: QParams, w_int: np.ndarray) -> np.ndarray | None:
         """``(W - W_q) . E[x]`` per output channel: the mean error weight rounding adds to the output
         (Conv: summed over the kernel window, padding ignored; Gemm: along the reduced axis)."""
         x = _float_source(inputs[plan.activations[0]])
@@ -210,7 +236,7 @@ class InsertQDQPass(InPlacePass):
         if mean is None or w is None:
             return None
         w = w.astype(np.float32)
-        err = w - dequantize(quantize(w, wqp), wqp)
+        err = w - dequantize(w_int, wqp)
         if node.op_type == "Conv":
             group = node.attributes.get("group")
             g = 1 if group is None else group.as_int()

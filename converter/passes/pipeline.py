@@ -64,9 +64,11 @@ def smooth(model: ir.Model, table: CalibrationTable, config: QuantConfig,
     return model, table
 
 
-def insert_qdq(model: ir.Model, table: CalibrationTable, config: QuantConfig) -> ir.Model:
-    """Mark placements and insert Q/DQ nodes from ``table``."""
-    passes = [QDQPlacementPass(config), InsertQDQPass(table, config)]
+def insert_qdq(model: ir.Model, table: CalibrationTable, config: QuantConfig,
+               hessians: Mapping[str, "np.ndarray"] | None = None) -> ir.Model:
+    """Mark placements and insert Q/DQ nodes from ``table`` (``hessians``: per-layer input statistics
+    for output-aware weight rounding, by node name)."""
+    passes = [QDQPlacementPass(config), InsertQDQPass(table, config, hessians)]
     if config.quantize_embeddings:
         passes.append(QuantizeEmbeddingsPass(config))
     return run_passes(passes + [RemoveUnusedNodesPass(), TopologicalSortPass()], model)

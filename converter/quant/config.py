@@ -11,6 +11,7 @@ from .errors import QuantizationError
 Target = Literal["ort-cpu", "tensorrt"]
 SmoothQuant = Union[float, Literal["auto"], None]
 ACTIVATION_DTYPES: tuple[str, ...] = ("uint8", "int8")
+WEIGHT_ROUNDING: tuple[str, ...] = ("gptq", "nearest")
 AUTO_ALPHAS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -34,6 +35,10 @@ class QuantConfig:
     ``bias_correction``: fold the mean output shift that weight rounding causes, ``(W - W_q) . E[x]``,
     into each Conv/Gemm bias, with E[x] per input channel from the calibration table (DFQ's empirical
     bias correction; EfficientNet-Lite0 top-1 agreement 84.5% -> 93%).
+    ``weight_rounding``: ``"gptq"`` rounds Conv/Gemm weights so that the layer's *output* error is small,
+    from E[x xᵀ] of its input on the first ``rounding_batches`` calibration batches (only when ``quantize``
+    gets calibration data; ``quant.weight_rounding``); ``"nearest"``: round to nearest. MatMul weights
+    (transformers) are always rounded to nearest.
     """
 
     smoothquant: SmoothQuant = None
@@ -49,6 +54,8 @@ class QuantConfig:
     avoid_skip_layernorm: bool = True
     quantize_embeddings: bool = True
     bias_correction: bool = True
+    weight_rounding: str = "gptq"
+    rounding_batches: int = 16
     auto_alphas: tuple[float, ...] = AUTO_ALPHAS
     auto_batches: int = 2
     op_types: tuple[str, ...] = field(default=("MatMul", "Gemm", "Conv"))
@@ -73,6 +80,11 @@ class QuantConfig:
                 re.compile(pat)
             except re.error as exc:
                 raise QuantizationError(f"bad --exclude pattern {pat!r}: {exc}") from None
+        if self.weight_rounding not in WEIGHT_ROUNDING:
+            raise QuantizationError(f"weight_rounding must be one of {', '.join(WEIGHT_ROUNDING)}, "
+                                    f"got {self.weight_rounding!r}")
+        if self.rounding_batches < 1:
+            raise QuantizationError(f"rounding_batches must be >= 1, got {self.rounding_batches}")
         if any(not 0.0 <= a <= 1.0 for a in self.auto_alphas) or not self.auto_alphas:
             raise QuantizationError(f"auto_alphas must be non-empty values in [0, 1], got {self.auto_alphas}")
 

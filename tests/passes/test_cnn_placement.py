@@ -169,3 +169,43 @@ def test_bias_correction_removes_the_mean_shift_of_weight_rounding(tmp_path) -> 
         q = quantize(model, loaded, QuantConfig(bias_correction=on))
         shift[on] = np.abs((run_exact(q, feeds)["y"] - ref).mean((0, 2, 3))).max()
     assert shift[True] < 0.25 * shift[False], shift
+
+
+def _excluded_depthwise() -> onnx.ModelProto:
+    """Conv -> Relu -> depthwise Conv (channel scales spread over two decades) -> Relu -> Conv."""
+    rng = np.random.default_rng(6)
+    spread = np.geomspace(0.01, 1.0, C).astype(np.float32).reshape(C, 1, 1, 1)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["a1"], name="relu1"),
+             helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=C, name="dwconv"),
+             helper.make_node("Relu", ["c2"], ["a2"], name="relu2"),
+             helper.make_node("Conv", ["a2", "w3"], ["y"], name="project")]
+    inits = {"w1": _w(rng, C, 3, 3, 3), "b1": _w(rng, C), "w2": _w(rng, C, 1, 3, 3, scale=1.0) * spread,
+             "b2": np.abs(_w(rng, C)) * spread.reshape(C), "w3": _w(rng, 4, C, 1, 1)}
+    return make_model(nodes, {"x": ["batch", 3, 10, 10]}, ["y", "a2"], inits)
+
+
+def _batches_of(seed: int, n: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((4, 3, 10, 10)).astype(np.float32)} for _ in range(n)]
+
+
+def test_excluded_conv_keeps_float_weights_under_ort() -> None:
+    """A Conv kept in float must not read a DequantizeLinear output: ONNX Runtime would quantize its float
+    weights per tensor itself (the small channels of this depthwise Conv round to zero). The producer keeps
+    a float output instead, and the fused model agrees with the exact one."""
+    model = _excluded_depthwise()
+    config = QuantConfig(exclude_nodes=("dwconv",))
+    m = preprocess(ir.from_proto(model), config)
+    QDQPlacementPass(config)(m)
+    plans = {n.name: plan_of(n) for n in m.graph if plan_of(n) is not None}
+    assert "dwconv" not in plans and not plans["conv1"].output
+    q = quantize(model, calibrate_table(model, _batches_of(1, 4)), config)
+    assert "a1" not in _q_inputs(q)
+    feeds = _batches_of(9, 1)[0]
+    ref, exact, fused = run(model, feeds), run_exact(q, feeds), run(q, feeds)
+    assert np.abs(exact["y"] - ref[0]).max() < 0.1 * np.abs(ref[0]).max()  # per-tensor a2 over spread channels
+    assert_fused_close(fused[0], exact["y"])
+    # every channel of the float depthwise output, small ones included, keeps its values when fused
+    per_channel = np.abs(fused[1] - ref[1]).max(axis=(0, 2, 3)) / np.abs(ref[1]).max(axis=(0, 2, 3))
+    assert per_channel.max() < 0.1, per_channel
