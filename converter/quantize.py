@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 
 
-def _load_ir(model: str | os.PathLike[str] | onnx.ModelProto) -> ir.Model:
+def _load_ir(model: str | os.PathLike[str] | onnx.ModelProto | ir.Model) -> ir.Model:
+    if isinstance(model, ir.Model):  # used (and changed) as is
+        return model
     if isinstance(model, onnx.ModelProto):
         return ir.from_proto(model)
     path = Path(model)
@@ -71,7 +73,7 @@ def _calibrate(model: ir.Model, data: list[dict[str, np.ndarray]], tensors: list
     return calibrate(ir.to_proto(model), data, calib_config, tensors=tensors, progress=progress)
 
 
-def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable | None,
+def quantize(model: str | os.PathLike[str] | onnx.ModelProto | ir.Model, table: CalibrationTable | None,
              config: QuantConfig | None = None, *,
              calib_data: Iterable[dict[str, np.ndarray]] | None = None,
              calib_config: "CalibConfig | None" = None,
@@ -114,7 +116,10 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
             f"(e.g. '{needed[0]}'); it was made for another model"
         )
     table = _match_symmetry(table, config)
-    alphas = _smoothquant_alphas(m, table, config, data, smoothquant_cache, progress)
+    cache = {} if smoothquant_cache is None else smoothquant_cache
+    alphas = _smoothquant_alphas(m, table, config, data, cache, progress)
+    if config.auto_float_error is not None and alphas is not None:
+        config = _float_fallback(m, config, cache.get("errors", {}), alphas)
     m, table = pipeline.smooth(m, table, config, alphas)
     if alphas is not None and data:
         table = _recalibrate_smoothed(m, table, config, data, progress)
@@ -169,8 +174,26 @@ def _smoothquant_alphas(m: ir.Model, table: CalibrationTable, config: QuantConfi
             samples.update(capture(m, missing, batches, on_batch=lambda: shown.update(1)))
     absorbable = {g.name: can_absorb(m, g) for g in groups}
     with bar(progress, len(groups), "smoothquant auto: choosing alpha", unit="layer") as shown:
-        return choose_alphas(groups, samples, table, config, absorbable, cache.setdefault("searched", {}),
-                             on_group=lambda: shown.update(1))
+        errors = cache["errors"] = {}
+        chosen = choose_alphas(groups, samples, table, config, absorbable, cache.setdefault("searched", {}),
+                               on_group=lambda: shown.update(1), errors=errors)
+    cache["chosen"] = chosen
+    return chosen
+
+
+def _float_fallback(m: ir.Model, config: QuantConfig, errors: dict[str, float],
+                    alphas: dict[str, float | None]) -> QuantConfig:
+    """Leave in float the linear ops of each activation whose simulated INT8 error, at its best alpha,
+    stays above ``config.auto_float_error`` (an LM's massive activations: a static per-tensor range
+    cannot cover one token at 3000 and the rest at 3)."""
+    worst = {n for n, e in errors.items() if e > config.auto_float_error}
+    if not worst:
+        return config
+    nodes = [node.name for g in find_groups(m, config) if g.name in worst for node, _, _ in g.targets]
+    for name in worst:
+        alphas[name] = None
+        log.info("kept in float: the linear ops reading '%s' (simulated INT8 error %.3g)", name, errors[name])
+    return dataclasses.replace(config, exclude_nodes=tuple(config.exclude_nodes) + tuple(n for n in nodes if n))
 
 
 def _recalibrate_smoothed(m: ir.Model, table: CalibrationTable, config: QuantConfig,

@@ -143,6 +143,14 @@ class _Absorber:
             return None
         if op in ("Mul", "Add") and len(ins) == 2:
             const_idx = [i for i in (0, 1) if const_array(ins[i]) is not None]
+            if not const_idx and op == "Mul" and last:
+                # x * y / s == x * (y / s): fold into whichever factor's producer takes it (SwiGLU: the up projection)
+                for i in (1, 0):
+                    if ins[i] is not ins[1 - i] and ins[i].shape == value.shape:
+                        upstream = self.plan(ins[i], axis, channels, 1)
+                        if upstream is not None:
+                            return upstream
+                return None
             if len(const_idx) != 1 or not self._broadcasts(const_array(ins[const_idx[0]]), axis, rank, channels):
                 return None
             c = const_idx[0]
@@ -154,7 +162,8 @@ class _Absorber:
             return self.plan(ins[0], axis, channels, 1)
         if op == "MatMul" and last:
             w = const_array(ins[1])
-            return [("mat", node, 1, w.ndim - 1)] if w is not None and w.ndim == 2 else None
+            ok = w is not None and w.ndim == 2 and w.shape[-1] == channels
+            return [("mat", node, 1, w.ndim - 1)] if ok else None
         if op == "Gemm" and last:
             w = const_array(ins[1])
             if w is None or node.attributes.get_int("transA", 0):

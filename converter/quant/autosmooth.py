@@ -29,11 +29,18 @@ stream, measured end to end: smoothing it left the mean cosine unchanged while c
 MAX_ROWS = 1024
 
 
-def _rows(samples: Sequence[np.ndarray], axis: int, rng: np.random.Generator) -> np.ndarray:
+def _rows(samples: Sequence[np.ndarray], axis: int, rng: np.random.Generator, outliers: int = 0) -> np.ndarray:
+    """At most MAX_ROWS rows (tokens) of the captured activations: the ``outliers`` rows with the largest
+    |x| always (an LM's massive activations sit in a few tokens that a random sample misses), the rest
+    drawn at random."""
     x = np.concatenate([np.moveaxis(s, axis, -1).reshape(-1, s.shape[axis]) for s in samples]).astype(np.float32)
-    if len(x) > MAX_ROWS:
-        x = x[rng.choice(len(x), MAX_ROWS, replace=False)]
-    return x
+    if len(x) <= MAX_ROWS:
+        return x
+    if not outliers:
+        return x[rng.choice(len(x), MAX_ROWS, replace=False)]
+    top = np.argsort(-np.abs(x).max(axis=1))[:outliers]
+    rest = np.setdiff1d(np.arange(len(x)), top)
+    return x[np.concatenate([top, rng.choice(rest, MAX_ROWS - len(top), replace=False)])]
 
 
 def group_error(x: np.ndarray, weights: list[np.ndarray], s: np.ndarray | None, lo: float, hi: float,
@@ -69,20 +76,22 @@ def _counted(items: Sequence, after_each: Callable[[], object] | None):  # noqa:
 def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: CalibrationTable,
                   config: QuantConfig, absorbable: dict[str, bool] | None = None,
                   searched: dict | None = None,
-                  on_group: Callable[[], object] | None = None) -> dict[str, float | None]:
+                  on_group: Callable[[], object] | None = None,
+                  errors: dict[str, float] | None = None) -> dict[str, float | None]:
     """Best alpha (or None: leave unsmoothed) per group, keyed by activation name (``on_group`` is
     called after each group: a progress bar's update).
 
     ``absorbable[name]`` tells whether smoothing that group costs no extra op. ``searched``: a dict
     kept across calls on the same model, table and data (mixed precision quantizes many variants);
     a group's search result is reused when its activation, weights, range and candidates are the same.
+    ``errors`` (filled when given): each searched group's simulated relative error at the alpha chosen.
     """
     from ..passes._utils import const_array
     from ..passes.smoothquant import smoothing_scales, weight_channel_absmax
 
     dtype, qmax = config.resolved_activation_dtype, config.profile.weight_qmax
     chosen: dict[str, float | None] = {}
-    found: dict[str, tuple[float | None, float, float, float]] = {}  # alpha, error, unsmoothed error, output ms
+    found: dict[str, tuple] = {}  # alpha, error, unsmoothed error, output ms, error per candidate alpha
     for g in _counted(groups, on_group):
         name = g.name
         chosen[name] = None
@@ -90,11 +99,11 @@ def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: Cal
             continue
         r = table.get(name)
         key = (name, tuple((node.name, idx, in_axis) for node, idx, in_axis in g.targets), r.lo, r.hi, dtype,
-               qmax, tuple(config.auto_alphas))
+               qmax, tuple(config.auto_alphas), config.auto_outlier_rows)
         if searched is not None and key in searched:
             found[name] = searched[key]
             continue
-        x = _rows(samples[name], g.channel_axis, np.random.default_rng(0))
+        x = _rows(samples[name], g.channel_axis, np.random.default_rng(0), config.auto_outlier_rows)
         weights = []
         for node, idx, in_axis in g.targets:
             w = const_array(node.inputs[idx]).astype(np.float32)
@@ -104,16 +113,20 @@ def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: Cal
         base = group_error(x, weights, None, r.lo, r.hi, a, dtype, refs, qmax)
         best, best_err = None, base
         w_absmax = weight_channel_absmax(g)
+        errors = {}
         for alpha in config.auto_alphas:
             err = group_error(x, weights, smoothing_scales(a, w_absmax, alpha), r.lo, r.hi, a, dtype, refs, qmax)
+            errors[alpha] = err
             if err < best_err:
                 best, best_err = alpha, err
-        found[name] = (best, best_err, base, sum(float(np.square(ref).mean()) for ref in refs))
+        found[name] = (best, best_err, base, sum(float(np.square(ref).mean()) for ref in refs), errors)
         if searched is not None:
             searched[key] = found[name]
-    if found:
+    if found and config.smoothquant_search == "model":
+        _one_alpha(found, config, chosen)
+    elif found:
         typical = float(np.median([f[3] for f in found.values()])) or 1.0
-        for name, (best, best_err, base, out_ms) in found.items():
+        for name, (best, best_err, base, out_ms, _) in found.items():
             needs_mul = not (absorbable or {}).get(name, False)
             benefit = (base - best_err) * out_ms / typical
             if best is not None and needs_mul and benefit < MIN_BENEFIT:
@@ -121,6 +134,23 @@ def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: Cal
             chosen[name] = best
             log.debug("smoothquant auto %s: alpha %s error %.3g (unsmoothed %.3g, benefit %.2g)",
                       name, best, best_err, base, benefit)
+    if errors is not None:
+        errors.update({name: f[2] if chosen[name] is None else f[4][chosen[name]] for name, f in found.items()})
     log.info("SmoothQuant auto: smoothing %d of %d activations",
              sum(v is not None for v in chosen.values()), len(chosen))
+    return chosen
+
+
+def _one_alpha(found: dict[str, tuple], config: QuantConfig, chosen: dict[str, float | None]) -> dict[str, float | None]:
+    """``smoothquant_search='model'``: the one alpha (or none) whose summed output error over all layers,
+    each layer's relative error weighted by its output mean square, is lowest."""
+    typical = float(np.median([f[3] for f in found.values()])) or 1.0
+    totals = {None: sum(f[2] * f[3] / typical for f in found.values())}
+    for alpha in config.auto_alphas:
+        totals[alpha] = sum(f[4][alpha] * f[3] / typical for f in found.values())
+    best = min(totals, key=lambda a: totals[a])
+    log.info("SmoothQuant auto (one alpha for the model): alpha %s; summed error %s", best,
+             ", ".join(f"{a}: {t:.4g}" for a, t in totals.items()))
+    for name in found:
+        chosen[name] = best
     return chosen

@@ -12,6 +12,7 @@ Target = Literal["ort-cpu", "tensorrt"]
 SmoothQuant = Union[float, Literal["auto"], None]
 ACTIVATION_DTYPES: tuple[str, ...] = ("uint8", "int8")
 AUTO_ALPHAS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SMOOTHQUANT_SEARCHES: tuple[str, ...] = ("layer", "model")
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,11 @@ class QuantConfig:
     """How to quantize: which ops, which numeric scheme, which backend to fuse for.
 
     ``smoothquant``: ``None`` (off), an alpha in [0, 1], or ``"auto"`` (alpha chosen per layer
-    from ``auto_alphas`` by the measured output error on a few calibration batches).
+    from ``auto_alphas`` by the measured output error on a few calibration batches);
+    ``smoothquant_search``: ``layer`` (auto picks one alpha per activation) or ``model`` (one alpha for
+    all, the one with the lowest summed output error); ``auto_outlier_rows``: rows (tokens) with the
+    largest |x| always kept in the search's sample; ``auto_float_error``: a layer whose simulated INT8
+    relative output error stays above this after the best alpha is left in float (None: never).
     ``target`` and ``cpu`` pick the ``TargetProfile`` (``converter.targets``) that decides the numeric
     scheme and placement; ``cpu`` (ort-cpu: ``auto`` = this machine, ``vnni``, ``avx2``, ``arm64``,
     ``portable``) chooses the scheme that is exact on that CPU family.
@@ -51,6 +56,9 @@ class QuantConfig:
     bias_correction: bool = True
     auto_alphas: tuple[float, ...] = AUTO_ALPHAS
     auto_batches: int = 2
+    smoothquant_search: str = "layer"
+    auto_outlier_rows: int = 0
+    auto_float_error: float | None = None
     op_types: tuple[str, ...] = field(default=("MatMul", "Gemm", "Conv"))
 
     def __post_init__(self) -> None:
@@ -73,6 +81,9 @@ class QuantConfig:
                 re.compile(pat)
             except re.error as exc:
                 raise QuantizationError(f"bad --exclude pattern {pat!r}: {exc}") from None
+        if self.smoothquant_search not in SMOOTHQUANT_SEARCHES:
+            raise QuantizationError(f"smoothquant_search must be one of {', '.join(SMOOTHQUANT_SEARCHES)}, "
+                                    f"got {self.smoothquant_search!r}")
         if any(not 0.0 <= a <= 1.0 for a in self.auto_alphas) or not self.auto_alphas:
             raise QuantizationError(f"auto_alphas must be non-empty values in [0, 1], got {self.auto_alphas}")
 
