@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 from .errors import ModelFileError
 from .passes import pipeline
 from .passes.qdq_placement import needed_tensors
-from .passes.smoothquant import can_absorb, find_groups
+from .smoothquant import auto as smoothquant
 from .quant.config import QuantConfig
 from .quant.errors import QuantizationError
 from .quant.exclude import check_exclusions, node_names_and_ops
@@ -116,13 +116,7 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto | ir.Model, table: 
             f"(e.g. '{needed[0]}'); it was made for another model"
         )
     table = _match_symmetry(table, config)
-    cache = {} if smoothquant_cache is None else smoothquant_cache
-    alphas = _smoothquant_alphas(m, table, config, data, cache, progress)
-    if config.auto_float_error is not None and alphas is not None:
-        config = _float_fallback(m, config, cache.get("errors", {}), alphas)
-    m, table = pipeline.smooth(m, table, config, alphas)
-    if alphas is not None and data:
-        table = _recalibrate_smoothed(m, table, config, data, progress)
+    m, table, config = smoothquant.apply(m, table, config, data, _calibrate, smoothquant_cache, progress)
     m = pipeline.insert_qdq(m, table, config)
     proto = ir.to_proto(m)
     proto.producer_name = proto.producer_name or "qdq"
@@ -148,69 +142,6 @@ def _match_symmetry(table: CalibrationTable, config: QuantConfig) -> Calibration
     log.info("re-derived %s activation ranges from the table's statistics",
              "symmetric" if symmetric else "asymmetric")
     return fresh
-
-
-def _smoothquant_alphas(m: ir.Model, table: CalibrationTable, config: QuantConfig,
-                        data: list[dict[str, np.ndarray]] | None, cache: dict | None = None,
-                        progress: bool = False):
-    sq = config.smoothquant
-    if sq is None or sq != "auto":
-        return None if sq is None else float(sq)
-    if not data:
-        raise QuantizationError("--smoothquant auto measures the error on calibration data; pass --data")
-    from .progress import bar
-    from .quant.autosmooth import choose_alphas
-    from .quant.capture import capture
-
-    groups = [g for g in find_groups(m, config) if g.name in table.channel_absmax]
-    if not groups:
-        return None
-    cache = {} if cache is None else cache
-    samples = cache.setdefault("samples", {})
-    missing = [g.name for g in groups if g.name not in samples]
-    if missing:
-        batches = data[: config.auto_batches]
-        with bar(progress, len(batches), "smoothquant auto: capturing", unit="batch") as shown:
-            samples.update(capture(m, missing, batches, on_batch=lambda: shown.update(1)))
-    absorbable = {g.name: can_absorb(m, g) for g in groups}
-    with bar(progress, len(groups), "smoothquant auto: choosing alpha", unit="layer") as shown:
-        errors = cache["errors"] = {}
-        chosen = choose_alphas(groups, samples, table, config, absorbable, cache.setdefault("searched", {}),
-                               on_group=lambda: shown.update(1), errors=errors)
-    cache["chosen"] = chosen
-    return chosen
-
-
-def _float_fallback(m: ir.Model, config: QuantConfig, errors: dict[str, float],
-                    alphas: dict[str, float | None]) -> QuantConfig:
-    """Leave in float the linear ops of each activation whose simulated INT8 error, at its best alpha,
-    stays above ``config.auto_float_error`` (an LM's massive activations: a static per-tensor range
-    cannot cover one token at 3000 and the rest at 3)."""
-    worst = {n for n, e in errors.items() if e > config.auto_float_error}
-    if not worst:
-        return config
-    nodes = [node.name for g in find_groups(m, config) if g.name in worst for node, _, _ in g.targets]
-    for name in worst:
-        alphas[name] = None
-        log.info("kept in float: the linear ops reading '%s' (simulated INT8 error %.3g)", name, errors[name])
-    return dataclasses.replace(config, exclude_nodes=tuple(config.exclude_nodes) + tuple(n for n in nodes if n))
-
-
-def _recalibrate_smoothed(m: ir.Model, table: CalibrationTable, config: QuantConfig,
-                          data: list[dict[str, np.ndarray]], progress: bool = False) -> CalibrationTable:
-    """Re-measure ranges of tensors that SmoothQuant changed, on the smoothed float model."""
-    stale = [n for n, r in table.tensors.items() if r.method.endswith("+smoothquant")]
-    needed = set(needed_tensors(m, config))
-    stale = [n for n in stale if n in needed]
-    if not stale:
-        return table
-    try:
-        fresh = _calibrate(m, data, stale, config, like=table, progress=progress)
-    except ImportError:
-        log.warning("converter.calibrate unavailable; using rescaled ranges for smoothed tensors")
-        return table
-    table.tensors.update({n: fresh.tensors[n] for n in stale if n in fresh.tensors})
-    return table
 
 
 def quantize_file(input: str | os.PathLike[str], output: str | os.PathLike[str],

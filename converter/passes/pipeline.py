@@ -21,7 +21,7 @@ from .embeddings import QuantizeEmbeddingsPass
 from .insert_qdq import InsertQDQPass
 from .ort_cpu import ResidualSumPass
 from .qdq_placement import QDQPlacementPass
-from .smoothquant import SmoothQuantPass
+from ..smoothquant.smoothing import SmoothQuantPass
 
 log = logging.getLogger(__name__)
 
