@@ -40,15 +40,16 @@ log = logging.getLogger("bench_llm_w8a8")
 REFERENCE = Path(__file__).resolve().parent / "reference_lm"
 
 VARIANTS = {
-    "layer": ("W8A8 SmoothQuant auto/layer", W8A8Config()),
+    "default": ("W8A8 SmoothQuant auto/layer (default)", W8A8Config()),
+    "all-int8": ("W8A8 auto/layer, no fallback", W8A8Config(fallback_error=None)),
     "model": ("W8A8 SmoothQuant auto/model", W8A8Config(alpha_search="model")),
-    "a0.5": ("W8A8 SmoothQuant alpha 0.5", W8A8Config(alpha=0.5)),
     "off": ("W8A8 no smoothing", W8A8Config(alpha=None)),
+    "dynamic": ("W8A8 auto/layer, dynamic fallback", W8A8Config(fallback="dynamic")),
     "minmax": ("W8A8 auto/layer, minmax ranges", W8A8Config(method="minmax")),
-    "mse": ("W8A8 auto/layer, mse ranges", W8A8Config(method="mse")),
     "lm_head": ("W8A8 auto/layer, lm_head int8", W8A8Config(lm_head=True)),
     "attention": ("W8A8 auto/layer, attention int8", W8A8Config(attention=True)),
 }
+SHARES_SEARCH = {"default", "all-int8", "model", "dynamic", "lm_head", "attention"}  # same ranges: one search
 
 
 @dataclass
@@ -98,7 +99,7 @@ def main() -> None:
     p.add_argument("--model", default=str(REFERENCE), help="HF causal-LM folder or built-in name (smollm2)")
     p.add_argument("--fp32", default=None, help="an already exported FP32 ONNX LM (skips the export)")
     p.add_argument("--workdir", default=None, help="where to write the ONNX files (default: a temp folder)")
-    p.add_argument("--variants", nargs="+", default=["layer", "model", "off", "lm_head"], choices=sorted(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=["default", "all-int8", "model", "lm_head"], choices=sorted(VARIANTS))
     p.add_argument("--no-peers", action="store_true", help="skip the dynamic INT8 peers")
     p.add_argument("--context", type=int, default=256)
     p.add_argument("--batch", type=int, default=4, help="prefill batch")
@@ -119,14 +120,16 @@ def main() -> None:
     held = encode_text(load_tokenizer(str(folder)), heldout_text())
     calib = training_text()
     rows = [Row("FP32", fp32)]
+    cache: dict = {}
     for key in args.variants:
         name, cfg = VARIANTS[key]
         cfg = W8A8Config(**{**cfg.__dict__, "num_samples": args.num_samples, "seq_len": args.context})
         out = work / f"w8a8_{key}.onnx"
-        res = quantize_w8a8(fp32, out, cfg, text=calib)
+        res = quantize_w8a8(fp32, out, cfg, text=calib, cache=cache if key in SHARES_SEARCH else None)
         alphas = [a for a in res.alphas.values()]
         smoothed = sum(a is not None for a in alphas)
-        note = f"{res.quantized_matmuls} int8 / {res.float_matmuls} float MatMuls; smoothed {smoothed}/{len(alphas)}"
+        note = (f"{res.quantized_matmuls} static int8 / {res.dynamic_matmuls} dynamic int8 / {res.float_matmuls} "
+                f"float MatMuls; smoothed {smoothed}/{len(alphas)}")
         if smoothed:
             note += f" (alpha {', '.join(f'{a:g}x{alphas.count(a)}' for a in sorted({a for a in alphas if a is not None}))})"
         rows.append(Row(name, out, quant_s=res.seconds, note=note))

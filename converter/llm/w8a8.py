@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ALPHA_SEARCHES = ("layer", "model")
 CALIB_METHODS = ("minmax", "percentile", "mse")
+FALLBACKS = ("dynamic", "float")
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,10 @@ class W8A8Config:
     histograms. lm_head: quantize the vocabulary projection too. attention: quantize Q.K^T and P.V.
     embeddings: store the token embedding table as int8. num_samples/seq_len/batch: calibration windows.
     search_batches: calibration batches whose activations the alpha search captures; outlier_rows: tokens
-    with the largest |x| always in the search's sample. float_error: a linear layer whose simulated INT8
-    relative output error stays above this at its best alpha is kept float (None: all INT8).
+    with the largest |x| always in the search's sample. fallback_error: a linear layer whose simulated
+    static INT8 relative output error stays above this at its best alpha falls back (None: never) to
+    ``fallback``: ``dynamic`` (INT8 weights, activations quantized per token and block at run time:
+    MatMulNBits accuracy_level 4, still an integer kernel) or ``float``.
     cpu: the ``--cpu`` profile (``auto``: this machine's). exclude: MatMul node names kept float.
     """
 
@@ -62,7 +65,8 @@ class W8A8Config:
     batch: int = 4
     search_batches: int = 2
     outlier_rows: int = 64
-    float_error: float | None = None
+    fallback_error: float | None = 1e-3
+    fallback: str = "float"
     cpu: str = "auto"
     exclude: tuple[str, ...] = field(default=())
 
@@ -78,6 +82,8 @@ class W8A8Config:
         for name in ("num_samples", "batch", "search_batches"):
             if getattr(self, name) < 1:
                 raise WeightQuantError(f"{name.replace('_', ' ')} must be positive, got {getattr(self, name)}")
+        if self.fallback not in FALLBACKS:
+            raise WeightQuantError(f"fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
         if self.seq_len < 2:
             raise WeightQuantError(f"calibration windows need >= 2 tokens, got {self.seq_len}")
         object.__setattr__(self, "exclude", tuple(self.exclude))
@@ -102,6 +108,7 @@ class W8A8Result:
     alphas: dict[str, float | None]
     errors: dict[str, float]
     seconds: float
+    dynamic_matmuls: int = 0
 
 
 def lm_head_nodes(model: ir.Model) -> list[str]:
@@ -137,7 +144,7 @@ def quant_config(model: ir.Model, config: W8A8Config) -> QuantConfig:
     return QuantConfig(
         smoothquant=config.alpha if config.alpha is None or config.alpha == "auto" else float(config.alpha),
         smoothquant_search=config.alpha_search, auto_alphas=config.alphas, auto_batches=config.search_batches,
-        auto_outlier_rows=config.outlier_rows, auto_float_error=config.float_error,
+        auto_outlier_rows=config.outlier_rows, auto_float_error=config.fallback_error,
         exclude_nodes=exclude, cpu=config.cpu, quantize_attention=config.attention,
         quantize_embeddings=config.embeddings, bias_correction=False, op_types=("MatMul",),
     )
@@ -157,8 +164,11 @@ def calibration_feeds(model: str | os.PathLike[str], text: str, config: W8A8Conf
 
 def quantize_w8a8(model: str | os.PathLike[str], output: str | os.PathLike[str], config: W8A8Config | None = None,
                   *, text: str, tokenizer: str | os.PathLike[str] | None = None,
-                  progress: bool = False) -> W8A8Result:
-    """Write the static W8A8 (SmoothQuant + QDQ) version of the exported LM at ``model`` to ``output``."""
+                  progress: bool = False, cache: dict | None = None) -> W8A8Result:
+    """Write the static W8A8 (SmoothQuant + QDQ) version of the exported LM at ``model`` to ``output``.
+
+    ``cache``: a dict shared by calls on the same model, text and calibration settings (variants that differ
+    in lm_head, fallback or alpha search): the captured activations and per-layer searches are reused."""
     from ..quantize import _load_ir, quantize, save_model
 
     config = config or W8A8Config()
@@ -169,18 +179,39 @@ def quantize_w8a8(model: str | os.PathLike[str], output: str | os.PathLike[str],
         fold_transposed_weights(m, lm_head_nodes(m))
     qconfig = quant_config(m, config)
     calib = CalibConfig(method=config.method, percentile=config.percentile, histogram=True)
-    alphas: dict = {}
+    alphas: dict = {} if cache is None else cache
     proto = quantize(m, None, qconfig, calib_data=feeds, calib_config=calib, progress=progress,
                      smoothquant_cache=alphas)
+    dynamic = 0
+    if config.fallback == "dynamic":
+        out = ir.from_proto(proto)
+        dynamic = dynamic_fallback(out, tuple(config.exclude) + tuple(lm_head_nodes(out)))
+        proto = ir.to_proto(out) if dynamic else proto
     path = save_model(proto, output)
     counts = _matmul_counts(proto)
     chosen = alphas.get("chosen", {})
-    log.info("W8A8: %d MatMuls int8, %d float", *counts)
-    return W8A8Result(path, config, counts[0], counts[1], chosen, alphas.get("errors", {}), time.perf_counter() - t0)
+    log.info("W8A8: %d MatMuls static int8, %d dynamic int8, %d float", counts[0], dynamic, counts[1])
+    return W8A8Result(path, config, counts[0], counts[1], chosen, alphas.get("errors", {}), time.perf_counter() - t0,
+                      dynamic)
+
+
+def dynamic_fallback(model: ir.Model, keep_float: tuple[str, ...] = ()) -> int:
+    """Turn the MatMuls the static pass left float (constant float weight), except ``keep_float``, into
+    INT8 g128 MatMulNBits with dynamic per-token-and-block int8 activations; returns how many."""
+    from .config import WeightOnlyConfig
+    from .weight_only import _names, find_weight_matmuls, quantize_model
+
+    todo = find_weight_matmuls(model, keep_float)
+    if not todo:
+        return 0
+    known = set().union(*(_names(n) for n in find_weight_matmuls(model)))
+    exclude = tuple(n for n in keep_float if n in known)
+    quantize_model(model, WeightOnlyConfig(bits=8, group_size=128, accuracy_level=4, exclude=exclude))
+    return len(todo)
 
 
 def _matmul_counts(proto) -> tuple[int, int]:  # noqa: ANN001 - onnx.ModelProto
-    """(MatMuls fed by a DequantizeLinear activation, other MatMuls)."""
+    """(MatMuls fed by a DequantizeLinear activation, other MatMuls; MatMulNBits not counted)."""
     produced = {o: n.op_type for n in proto.graph.node for o in n.output}
     q = sum(1 for n in proto.graph.node if n.op_type == "MatMul" and produced.get(n.input[0]) == "DequantizeLinear")
     total = sum(1 for n in proto.graph.node if n.op_type == "MatMul")

@@ -114,13 +114,13 @@ def choose_alphas(groups: list, samples: dict[str, list[np.ndarray]], table: Cal
         base = group_error(x, weights, None, r.lo, r.hi, a, dtype, refs, qmax)
         best, best_err = None, base
         w_absmax = weight_channel_absmax(g)
-        errors = {}
+        per_alpha = {}
         for alpha in config.auto_alphas:
             err = group_error(x, weights, smoothing_scales(a, w_absmax, alpha), r.lo, r.hi, a, dtype, refs, qmax)
-            errors[alpha] = err
+            per_alpha[alpha] = err
             if err < best_err:
                 best, best_err = alpha, err
-        found[name] = (best, best_err, base, sum(float(np.square(ref).mean()) for ref in refs), errors)
+        found[name] = (best, best_err, base, sum(float(np.square(ref).mean()) for ref in refs), per_alpha)
         if searched is not None:
             searched[key] = found[name]
     if found and config.smoothquant_search == "model":

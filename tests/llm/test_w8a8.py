@@ -18,9 +18,14 @@ CONFIG = W8A8Config(num_samples=16, seq_len=64, batch=4)
 
 
 @pytest.fixture(scope="module")
-def w8a8_lm(reference_lm_onnx: Path, tmp_path_factory: pytest.TempPathFactory):
+def search_cache() -> dict:
+    return {}
+
+
+@pytest.fixture(scope="module")
+def w8a8_lm(reference_lm_onnx: Path, tmp_path_factory: pytest.TempPathFactory, search_cache: dict):
     out = tmp_path_factory.mktemp("w8a8") / "lm.w8a8.onnx"
-    return quantize_w8a8(reference_lm_onnx, out, CONFIG, text=training_text())
+    return quantize_w8a8(reference_lm_onnx, out, CONFIG, text=training_text(), cache=search_cache)
 
 
 def _optimized_ops(path: Path, tmp_path: Path) -> dict[str, int]:
@@ -48,6 +53,21 @@ def test_every_linear_layer_runs_on_integer_kernels(w8a8_lm, tmp_path: Path) -> 
     ops = _optimized_ops(w8a8_lm.path, tmp_path)
     assert ops.get("MatMulIntegerToFloat", 0) == REFERENCE_MATMULS, ops
     assert ops.get("MatMul", 0) + ops.get("FusedMatMul", 0) == 9, ops  # lm_head + attention stay float
+
+
+def test_layers_above_the_error_threshold_fall_back(w8a8_lm, reference_lm_onnx: Path, tmp_path: Path,
+                                                     search_cache: dict) -> None:
+    """Layers whose simulated static INT8 error exceeds ``fallback_error`` get dynamic INT8 activations
+    (MatMulNBits, per token and block); the others stay static; the searched errors are reported."""
+    errors = sorted(w8a8_lm.errors.values())
+    assert len(errors) == 16 and errors[-1] > 0  # 4 layers x (qkv, o, gate/up, down inputs)
+    threshold = errors[-4] * 0.999  # the 4 worst activations fall back
+    cfg = W8A8Config(**{**CONFIG.__dict__, "fallback_error": threshold, "fallback": "dynamic"})
+    res = quantize_w8a8(reference_lm_onnx, tmp_path / "fallback.onnx", cfg, text=training_text(), cache=search_cache)
+    assert res.dynamic_matmuls >= 4 and res.quantized_matmuls + res.dynamic_matmuls == REFERENCE_MATMULS
+    ops = _optimized_ops(res.path, tmp_path)
+    assert ops.get("MatMulNBits", 0) == res.dynamic_matmuls, ops
+    assert ops.get("MatMulIntegerToFloat", 0) == res.quantized_matmuls, ops
 
 
 def test_perplexity_close_to_fp32(w8a8_lm, reference_lm_onnx: Path) -> None:
@@ -129,7 +149,7 @@ def test_cli_quantize_w8a8(reference_lm_onnx: Path, tmp_path: Path) -> None:
                                    "--num-samples", "4", "--max-length", "64", "--alpha-search", "model",
                                    "--lm-head", "int8"])
     assert res.exit_code == 0, res.output
-    assert f"{REFERENCE_MATMULS + 1} MatMuls with INT8 activations and weights" in res.output and out.is_file()
+    assert f"{REFERENCE_MATMULS + 1} MatMuls with static INT8 activations and weights" in res.output and out.is_file()
     res = CliRunner().invoke(cli, ["quantize-w8a8", str(reference_lm_onnx), "-o", str(tmp_path / "x.onnx"),
                                    "--data", "builtin:corpus", "--smoothquant", "1.5"])
     assert res.exit_code == 2 and "alpha must be in [0, 1]" in res.output
