@@ -23,10 +23,10 @@ if TYPE_CHECKING:
 from .errors import ModelFileError
 from .passes import pipeline
 from .passes.qdq_placement import needed_tensors
-from .smoothquant import auto as smoothquant
 from .quant.config import QuantConfig
 from .quant.errors import QuantizationError
 from .quant.exclude import check_exclusions, node_names_and_ops
+from .smoothquant import auto as smoothquant
 from .targets import profile_metadata
 
 log = logging.getLogger(__name__)

@@ -160,9 +160,8 @@ def _alpha(value: str) -> float | str | None:
               help="The vocabulary projection in float or INT8.")
 @click.option("--attention", type=click.Choice(["float", "int8"]), default="float", show_default=True,
               help="Attention's activation x activation MatMuls (Q.K^T, P.V) in float or INT8.")
-@click.option("--fallback-error", type=float, default=None,
-              help="A layer whose simulated static INT8 output error stays above this (relative) falls back "
-                   "(default: the W8A8Config default).")
+@click.option("--fallback-error", type=float, default=5e-4, show_default=True,
+              help="A layer whose simulated static INT8 relative output error stays above this falls back.")
 @click.option("--fallback", type=click.Choice(["float", "dynamic"]), default="float", show_default=True,
               help="What such a layer becomes: INT8 with per-token dynamic activations, or float.")
 @click.option("--num-samples", type=int, default=32, show_default=True, help="Calibration windows.")
@@ -172,7 +171,7 @@ def _alpha(value: str) -> float | str | None:
 @cpu_option()
 @force_option
 def quantize_w8a8_cmd(model: Path, output: Path, data: str, alpha: str, alpha_search: str, method: str,
-                      percentile: float, lm_head: str, attention: str, fallback_error: float | None,
+                      percentile: float, lm_head: str, attention: str, fallback_error: float,
                       fallback: str, num_samples: int, max_length: int,
                       tokenizer: str | None, exclude: tuple[str, ...], cpu: str, force: bool) -> None:
     """SmoothQuant static W8A8 of an exported causal LM: INT8 activations and weights in every linear layer."""
@@ -183,10 +182,10 @@ def quantize_w8a8_cmd(model: Path, output: Path, data: str, alpha: str, alpha_se
 
     check_outputs([(output, "onnx")], [model, data], force)
     try:
-        extra = {} if fallback_error is None else {"fallback_error": fallback_error}
         config = W8A8Config(alpha=_alpha(alpha), alpha_search=alpha_search, method=method, percentile=percentile,
                             lm_head=lm_head == "int8", attention=attention == "int8", num_samples=num_samples,
-                            seq_len=max_length, cpu=cpu, exclude=exclude, fallback=fallback, **extra)
+                            seq_len=max_length, cpu=cpu, exclude=exclude, fallback=fallback,
+                            fallback_error=fallback_error)
         result = quantize_w8a8(model, output, config, text=_read_text(data), tokenizer=tokenizer,
                                progress=sys.stderr.isatty())
     except WeightQuantError as exc:

@@ -88,6 +88,8 @@ class W8A8Config:
         for name in ("num_samples", "batch", "search_batches"):
             if getattr(self, name) < 1:
                 raise WeightQuantError(f"{name.replace('_', ' ')} must be positive, got {getattr(self, name)}")
+        if self.fallback_error is not None and not self.fallback_error >= 0:
+            raise WeightQuantError(f"fallback error must be >= 0, got {self.fallback_error}")
         if self.fallback not in FALLBACKS:
             raise WeightQuantError(f"fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
         if self.seq_len < 2:

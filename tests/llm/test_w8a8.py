@@ -147,7 +147,7 @@ def test_cli_quantize_w8a8(reference_lm_onnx: Path, tmp_path: Path) -> None:
     out = tmp_path / "w8a8.onnx"
     res = CliRunner().invoke(cli, ["quantize-w8a8", str(reference_lm_onnx), "-o", str(out), "--data", "builtin:corpus",
                                    "--num-samples", "4", "--max-length", "64", "--alpha-search", "model",
-                                   "--lm-head", "int8"])
+                                   "--lm-head", "int8", "--fallback-error", "1"])
     assert res.exit_code == 0, res.output
     assert f"{REFERENCE_MATMULS + 1} MatMuls with static INT8 activations and weights" in res.output and out.is_file()
     res = CliRunner().invoke(cli, ["quantize-w8a8", str(reference_lm_onnx), "-o", str(tmp_path / "x.onnx"),
