@@ -50,6 +50,9 @@ def test_every_linear_layer_runs_on_integer_kernels(w8a8_lm, tmp_path: Path) -> 
             act = produced[node.input[0]]
             assert act.op_type == "DequantizeLinear", node.name  # both operands INT8
             assert produced[act.input[0]].op_type == "QuantizeLinear"
+    # SwiGLU's product (the down projection's input) folds its 1/s into the up projection: no inserted Mul there
+    inserted = [n for n in graph.node if n.name.endswith("_SmoothQuant_Mul")]
+    assert all(produced[n.input[0]].op_type != "Mul" for n in inserted), [n.name for n in inserted]
     ops = _optimized_ops(w8a8_lm.path, tmp_path)
     assert ops.get("MatMulIntegerToFloat", 0) == REFERENCE_MATMULS, ops
     assert ops.get("MatMul", 0) + ops.get("FusedMatMul", 0) == 9, ops  # lm_head + attention stay float
