@@ -23,17 +23,19 @@ if TYPE_CHECKING:
 from .errors import ModelFileError
 from .passes import pipeline
 from .passes.qdq_placement import needed_tensors
-from .passes.smoothquant import can_absorb, find_groups
 from .quant.config import QuantConfig
 from .quant.errors import QuantizationError
 from .quant.exclude import check_exclusions, node_names_and_ops
+from .smoothquant import auto as smoothquant
 from .targets import profile_metadata
 
 log = logging.getLogger(__name__)
 
 
 
-def _load_ir(model: str | os.PathLike[str] | onnx.ModelProto) -> ir.Model:
+def _load_ir(model: str | os.PathLike[str] | onnx.ModelProto | ir.Model) -> ir.Model:
+    if isinstance(model, ir.Model):  # used (and changed) as is
+        return model
     if isinstance(model, onnx.ModelProto):
         return ir.from_proto(model)
     path = Path(model)
@@ -71,7 +73,7 @@ def _calibrate(model: ir.Model, data: list[dict[str, np.ndarray]], tensors: list
     return calibrate(ir.to_proto(model), data, calib_config, tensors=tensors, progress=progress)
 
 
-def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable | None,
+def quantize(model: str | os.PathLike[str] | onnx.ModelProto | ir.Model, table: CalibrationTable | None,
              config: QuantConfig | None = None, *,
              calib_data: Iterable[dict[str, np.ndarray]] | None = None,
              calib_config: "CalibConfig | None" = None,
@@ -115,10 +117,7 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
             f"(e.g. '{needed[0]}'); it was made for another model"
         )
     table = _match_symmetry(table, config)
-    alphas = _smoothquant_alphas(m, table, config, data, smoothquant_cache, progress)
-    m, table = pipeline.smooth(m, table, config, alphas)
-    if alphas is not None and data:
-        table = _recalibrate_smoothed(m, table, config, data, progress)
+    m, table, config = smoothquant.apply(m, table, config, data, _calibrate, smoothquant_cache, progress)
     hessians = (_weight_hessians(m, config, data, progress, smoothquant_cache)
                 if config.weight_rounding == "gptq" and data else None)
     m = pipeline.insert_qdq(m, table, config, hessians)
@@ -170,51 +169,6 @@ def _match_symmetry(table: CalibrationTable, config: QuantConfig) -> Calibration
     log.info("re-derived %s activation ranges from the table's statistics",
              "symmetric" if symmetric else "asymmetric")
     return fresh
-
-
-def _smoothquant_alphas(m: ir.Model, table: CalibrationTable, config: QuantConfig,
-                        data: list[dict[str, np.ndarray]] | None, cache: dict | None = None,
-                        progress: bool = False):
-    sq = config.smoothquant
-    if sq is None or sq != "auto":
-        return None if sq is None else float(sq)
-    if not data:
-        raise QuantizationError("--smoothquant auto measures the error on calibration data; pass --data")
-    from .progress import bar
-    from .quant.autosmooth import choose_alphas
-    from .quant.capture import capture
-
-    groups = [g for g in find_groups(m, config) if g.name in table.channel_absmax]
-    if not groups:
-        return None
-    cache = {} if cache is None else cache
-    samples = cache.setdefault("samples", {})
-    missing = [g.name for g in groups if g.name not in samples]
-    if missing:
-        batches = data[: config.auto_batches]
-        with bar(progress, len(batches), "smoothquant auto: capturing", unit="batch") as shown:
-            samples.update(capture(m, missing, batches, on_batch=lambda: shown.update(1)))
-    absorbable = {g.name: can_absorb(m, g) for g in groups}
-    with bar(progress, len(groups), "smoothquant auto: choosing alpha", unit="layer") as shown:
-        return choose_alphas(groups, samples, table, config, absorbable, cache.setdefault("searched", {}),
-                             on_group=lambda: shown.update(1))
-
-
-def _recalibrate_smoothed(m: ir.Model, table: CalibrationTable, config: QuantConfig,
-                          data: list[dict[str, np.ndarray]], progress: bool = False) -> CalibrationTable:
-    """Re-measure ranges of tensors that SmoothQuant changed, on the smoothed float model."""
-    stale = [n for n, r in table.tensors.items() if r.method.endswith("+smoothquant")]
-    needed = set(needed_tensors(m, config))
-    stale = [n for n in stale if n in needed]
-    if not stale:
-        return table
-    try:
-        fresh = _calibrate(m, data, stale, config, like=table, progress=progress)
-    except ImportError:
-        log.warning("converter.calibrate unavailable; using rescaled ranges for smoothed tensors")
-        return table
-    table.tensors.update({n: fresh.tensors[n] for n in stale if n in fresh.tensors})
-    return table
 
 
 def quantize_file(input: str | os.PathLike[str], output: str | os.PathLike[str],

@@ -1,4 +1,5 @@
-"""`qdq export-lm`, `qdq quantize-weights`, `qdq perplexity`: causal LMs with a KV cache, weight-only INT4/INT8."""
+"""`qdq export-lm`, `qdq quantize-weights`, `qdq quantize-w8a8`, `qdq perplexity`: causal LMs with a KV cache,
+weight-only INT4/INT8 and SmoothQuant static W8A8."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import click
 
 from .outputs import check_outputs, force_option
+from .target_options import cpu_option
 
 
 def _read_text(data: str) -> str:
@@ -131,5 +133,67 @@ def perplexity_cmd(model: Path, data: str, context: int, tokenizer: str | None) 
     click.echo(f"perplexity {result.perplexity:.3f} over {result.tokens} tokens ({result.seconds:.1f}s)")
 
 
+def _alpha(value: str) -> float | str | None:
+    if value in ("auto", "off"):
+        return None if value == "off" else "auto"
+    try:
+        alpha = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected auto, off or a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= alpha <= 1.0:
+        raise click.BadParameter(f"alpha must be in [0, 1], got {alpha}")
+    return alpha
+
+
+@click.command("quantize-w8a8")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .onnx file.")
+@click.option("--data", "-d", required=True, help="Calibration text (.txt or builtin:corpus); never the evaluation text.")
+@click.option("--smoothquant", "alpha", default="auto", show_default=True,
+              help="SmoothQuant alpha: auto (searched), off, or a number in [0, 1].")
+@click.option("--alpha-search", type=click.Choice(["layer", "model"]), default="layer", show_default=True,
+              help="auto: one alpha per layer, or one for the whole model, chosen by the measured INT8 output error.")
+@click.option("--method", type=click.Choice(["minmax", "percentile", "mse"]), default="percentile",
+              show_default=True, help="Activation range from the calibration histograms.")
+@click.option("--percentile", type=float, default=99.99, show_default=True, help="For --method percentile.")
+@click.option("--lm-head", type=click.Choice(["float", "int8"]), default="float", show_default=True,
+              help="The vocabulary projection in float or INT8.")
+@click.option("--attention", type=click.Choice(["float", "int8"]), default="float", show_default=True,
+              help="Attention's activation x activation MatMuls (Q.K^T, P.V) in float or INT8.")
+@click.option("--fallback-error", type=float, default=5e-4, show_default=True,
+              help="A layer whose simulated static INT8 relative output error stays above this falls back.")
+@click.option("--fallback", type=click.Choice(["float", "dynamic"]), default="float", show_default=True,
+              help="What such a layer becomes: INT8 with per-token dynamic activations, or float.")
+@click.option("--num-samples", type=int, default=32, show_default=True, help="Calibration windows.")
+@click.option("--max-length", type=int, default=256, show_default=True, help="Tokens per calibration window.")
+@click.option("--tokenizer", default=None, help="Tokenizer folder (default: the folder the model was exported from).")
+@click.option("--exclude", multiple=True, help="MatMul node name to keep in float (repeatable).")
+@cpu_option()
+@force_option
+def quantize_w8a8_cmd(model: Path, output: Path, data: str, alpha: str, alpha_search: str, method: str,
+                      percentile: float, lm_head: str, attention: str, fallback_error: float,
+                      fallback: str, num_samples: int, max_length: int,
+                      tokenizer: str | None, exclude: tuple[str, ...], cpu: str, force: bool) -> None:
+    """SmoothQuant static W8A8 of an exported causal LM: INT8 activations and weights in every linear layer."""
+    import sys
+
+    from converter.llm.config import WeightQuantError
+    from converter.llm.w8a8 import W8A8Config, quantize_w8a8
+
+    check_outputs([(output, "onnx")], [model, data], force)
+    try:
+        config = W8A8Config(alpha=_alpha(alpha), alpha_search=alpha_search, method=method, percentile=percentile,
+                            lm_head=lm_head == "int8", attention=attention == "int8", num_samples=num_samples,
+                            seq_len=max_length, cpu=cpu, exclude=exclude, fallback=fallback,
+                            fallback_error=fallback_error)
+        result = quantize_w8a8(model, output, config, text=_read_text(data), tokenizer=tokenizer,
+                               progress=sys.stderr.isatty())
+    except WeightQuantError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {result.path}: {result.quantized_matmuls} MatMuls with static INT8 activations and weights, "
+               f"{result.dynamic_matmuls} with dynamic INT8 activations, {result.float_matmuls} float "
+               f"({config.label}) in {result.seconds:.1f}s")
+
+
 command = export_lm
-commands = [export_lm, quantize_weights_cmd, perplexity_cmd]
+commands = [export_lm, quantize_weights_cmd, perplexity_cmd, quantize_w8a8_cmd]

@@ -22,7 +22,7 @@ from .fold_weights import FoldWeightTransposePass
 from .insert_qdq import InsertQDQPass
 from .ort_cpu import ResidualSumPass
 from .qdq_placement import QDQPlacementPass
-from .smoothquant import SmoothQuantPass
+from ..smoothquant.smoothing import SmoothQuantPass
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ SmoothQuant = Union[float, Literal["auto"], None]
 ACTIVATION_DTYPES: tuple[str, ...] = ("uint8", "int8")
 WEIGHT_ROUNDING: tuple[str, ...] = ("gptq", "nearest")
 AUTO_ALPHAS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SMOOTHQUANT_SEARCHES: tuple[str, ...] = ("layer", "model")
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,11 @@ class QuantConfig:
     """How to quantize: which ops, which numeric scheme, which backend to fuse for.
 
     ``smoothquant``: ``None`` (off), an alpha in [0, 1], or ``"auto"`` (alpha chosen per layer
-    from ``auto_alphas`` by the measured output error on a few calibration batches).
+    from ``auto_alphas`` by the measured output error on a few calibration batches);
+    ``smoothquant_search``: ``layer`` (auto picks one alpha per activation) or ``model`` (one alpha for
+    all, the one with the lowest summed output error); ``auto_outlier_rows``: rows (tokens) with the
+    largest |x| always kept in the search's sample; ``auto_float_error``: a layer whose simulated INT8
+    relative output error stays above this after the best alpha is left in float (None: never).
     ``target`` and ``cpu`` pick the ``TargetProfile`` (``converter.targets``) that decides the numeric
     scheme and placement; ``cpu`` (ort-cpu: ``auto`` = this machine, ``vnni``, ``avx2``, ``arm64``,
     ``portable``) chooses the scheme that is exact on that CPU family.
@@ -58,6 +63,9 @@ class QuantConfig:
     rounding_batches: int = 16
     auto_alphas: tuple[float, ...] = AUTO_ALPHAS
     auto_batches: int = 2
+    smoothquant_search: str = "layer"
+    auto_outlier_rows: int = 0
+    auto_float_error: float | None = None
     op_types: tuple[str, ...] = field(default=("MatMul", "Gemm", "Conv"))
 
     def __post_init__(self) -> None:
@@ -85,6 +93,9 @@ class QuantConfig:
                                     f"got {self.weight_rounding!r}")
         if self.rounding_batches < 1:
             raise QuantizationError(f"rounding_batches must be >= 1, got {self.rounding_batches}")
+        if self.smoothquant_search not in SMOOTHQUANT_SEARCHES:
+            raise QuantizationError(f"smoothquant_search must be one of {', '.join(SMOOTHQUANT_SEARCHES)}, "
+                                    f"got {self.smoothquant_search!r}")
         if any(not 0.0 <= a <= 1.0 for a in self.auto_alphas) or not self.auto_alphas:
             raise QuantizationError(f"auto_alphas must be non-empty values in [0, 1], got {self.auto_alphas}")
 

@@ -10,7 +10,7 @@ from qdq_graphs import calibrate_table, make_model, run
 
 from converter.calib.table import CalibrationError, CalibrationTable
 from converter.passes.pipeline import copy_table, preprocess, smooth
-from converter.passes.smoothquant import smoothing_scales
+from converter.smoothquant import smoothing_scales
 from converter.quant.config import QuantConfig
 from converter.quant.errors import QuantizationError
 from converter.quantize import quantize
@@ -162,7 +162,7 @@ def test_improves_int8_error_on_outlier_channels() -> None:
 def test_auto_cache_gives_the_same_model_and_captures_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Mixed precision shares one cache across exclusion lists: each variant equals a fresh
     quantization byte for byte, and the float model is run for the captures only once."""
-    import converter.quant.capture as capture_module
+    import converter.smoothquant.capture as capture_module
 
     model = _ln_two_matmuls()
     for i, node in enumerate(model.graph.node):
