@@ -53,6 +53,9 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
                      help="Round-to-nearest, or second-order GPTQ (needs --data)."),
         click.option("--act-order", is_flag=True, help="GPTQ: quantize columns by decreasing Hessian diagonal."),
         click.option("--asymmetric", is_flag=True, help="One zero point per group (default: symmetric)."),
+        click.option("--hera", is_flag=True,
+                     help="Refine the levels by heuristic element replacement against the calibration Hessian "
+                          "(after RTN or GPTQ; needs --data)."),
         click.option("--damp", type=float, default=0.01, show_default=True, help="GPTQ damping (fraction of mean diag H)."),
         click.option("--format", "fmt", type=click.Choice(["matmulnbits", "qdq"]), default="matmulnbits",
                      show_default=True, help="com.microsoft MatMulNBits, or opset-21 block-wise DequantizeLinear."),
@@ -71,7 +74,7 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
 
 
 def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: int, algo: str, act_order: bool,
-                         asymmetric: bool, damp: float, fmt: str, dynamic_activations: bool, exclude: tuple[str, ...],
+                         asymmetric: bool, hera: bool = False, damp: float, fmt: str, dynamic_activations: bool, exclude: tuple[str, ...],
                          data: str | None, num_samples: int, max_length: int, tokenizer: str | None):  # -> WeightOnlyResult
     """Run weight-only quantization from CLI option values (callable from `qdq quantize`)."""
     from converter.llm.config import WeightOnlyConfig, WeightQuantError
@@ -80,7 +83,7 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
     try:
         config = WeightOnlyConfig(
             bits=int(bits[3:]), group_size=group_size, algo=algo, symmetric=not asymmetric, act_order=act_order,
-            damp=damp, format=fmt, accuracy_level=4 if dynamic_activations else 0, exclude=tuple(exclude),
+            damp=damp, format=fmt, accuracy_level=4 if dynamic_activations else 0, exclude=tuple(exclude), hera=hera,
         )
     except WeightQuantError as exc:
         raise click.ClickException(str(exc)) from None
@@ -88,6 +91,8 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
         raise click.ClickException("--dynamic-activations needs --format matmulnbits")
     if algo == "gptq" and not data:
         raise click.ClickException("--algo gptq needs calibration text: --data FILE.txt (or builtin:corpus)")
+    if hera and not data:
+        raise click.ClickException("--hera needs calibration text: --data FILE.txt (or builtin:corpus)")
     if act_order and algo != "gptq":
         raise click.ClickException("--act-order applies to --algo gptq only")
     calibration = None
@@ -95,7 +100,9 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
         calibration = lm_calibration(model, _read_text(data), tokenizer=tokenizer, seq_len=max_length,
                                      max_windows=num_samples)
     try:
-        return quantize_weights(model, output, config, calibration)
+        from .progress import on_terminal
+
+        return quantize_weights(model, output, config, calibration, progress=on_terminal())
     except WeightQuantError as exc:
         raise click.ClickException(str(exc)) from None
 

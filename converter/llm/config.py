@@ -26,7 +26,10 @@ class WeightOnlyConfig:
     format: ``matmulnbits`` (com.microsoft MatMulNBits) or ``qdq`` (opset-21 block-wise
     DequantizeLinear -> MatMul). accuracy_level: MatMulNBits compute type; 4 = int8 compute with
     activations quantized dynamically per row and block (ZeroQuant-style). exclude: MatMul node or
-    weight names kept in float.
+    weight names kept in float. hera: refine the levels by heuristic element replacement against the
+    calibration Hessian (after RTN or GPTQ). sequential: take each layer's Hessian from the inputs the
+    already-quantized earlier blocks produce (on the torch model the LM was exported from); False uses
+    the float model's inputs (the old behaviour, kept for comparison).
     """
 
     bits: int = 4
@@ -39,6 +42,8 @@ class WeightOnlyConfig:
     format: str = "matmulnbits"
     accuracy_level: int = 0
     exclude: tuple[str, ...] = ()
+    hera: bool = False
+    sequential: bool = True
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
@@ -66,6 +71,8 @@ class WeightOnlyConfig:
         parts = [f"int{self.bits}", f"g{self.group_size}", self.algo, "sym" if self.symmetric else "asym"]
         if self.act_order:
             parts.append("act-order")
+        if self.hera:
+            parts.append("hera")
         if self.accuracy_level:
             parts.append(f"acc{self.accuracy_level}")
         return " ".join(parts)
