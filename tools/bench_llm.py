@@ -2,7 +2,7 @@
 
     nice python tools/bench_llm.py                     # FP32, INT8, INT4 g128 RTN/GPTQ, ZeroQuant-style
     nice python tools/bench_llm.py --groups 32 64 128 --act-order
-    nice python tools/bench_llm.py --model smollm2 --groups 64 128 --act-order --asymmetric --ort-peers
+    nice python tools/bench_llm.py --model smollm2 --groups 128 --asymmetric --hera --ort-peers --no-dynamic
 
 ``--ort-peers`` adds onnxruntime's ``MatMulNBitsQuantizer`` (default RTN, HQQ, k-quant) at each group size,
 measured in the same run on the same text.
@@ -109,7 +109,7 @@ def speed(paths: list[Path], rows: list[Row], prompt: np.ndarray, args: argparse
 
 def variants(args: argparse.Namespace) -> list[tuple[str, WeightOnlyConfig]]:
     out = [("INT8 g128 RTN", WeightOnlyConfig(bits=8, group_size=128))]
-    ao = args.act_order
+    ao = not args.no_act_order
     for g in args.groups:
         out += [(f"INT4 g{g} RTN", WeightOnlyConfig(bits=4, group_size=g)),
                 (f"INT4 g{g} GPTQ", WeightOnlyConfig(bits=4, group_size=g, algo="gptq", act_order=ao))]
@@ -175,10 +175,12 @@ def main() -> None:
                    help="HF causal-LM folder or a built-in name such as smollm2 (default: tools/reference_lm)")
     p.add_argument("--workdir", default=None, help="where to write the ONNX files (default: a temp folder)")
     p.add_argument("--groups", type=int, nargs="+", default=[128])
-    p.add_argument("--act-order", action="store_true")
+    p.add_argument("--act-order", action="store_true", help="(GPTQ uses act-order by default; kept for old command lines)")
+    p.add_argument("--no-act-order", action="store_true", help="GPTQ without act-order")
     p.add_argument("--asymmetric", action="store_true")
     p.add_argument("--hera", action="store_true", help="also RTN+HERA and GPTQ+HERA")
-    p.add_argument("--calib-samples", type=int, default=128, help="calibration windows for GPTQ/HERA")
+    p.add_argument("--skip", nargs="*", default=[], help="variant names to leave out (e.g. 'INT4 g128 GPTQ asym')")
+    p.add_argument("--calib-samples", type=int, default=64, help="calibration windows for GPTQ/HERA")
     p.add_argument("--calib-length", type=int, default=128, help="tokens per calibration window")
     p.add_argument("--no-dynamic", action="store_true", help="skip the ZeroQuant-style int8-activation variants")
     p.add_argument("--ort-peers", action="store_true", help="also onnxruntime's MatMulNBitsQuantizer variants")
@@ -206,6 +208,8 @@ def main() -> None:
     rows, paths = [first], [fp32]
 
     for name, cfg in variants(args):
+        if name in args.skip:
+            continue
         out = work / (name.replace(" ", "_").replace("+", "_").lower() + ".onnx")
         seconds, rss = quantize_in_process(fp32, out, cfg, args)
         rows.append(accuracy(out, name, held, args, base, seconds, rss)[0])

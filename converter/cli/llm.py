@@ -51,7 +51,8 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
                      help="Weights per scale along K (power of two >= 16; a last partial group is padded)."),
         click.option("--algo", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
                      help="Round-to-nearest, or second-order GPTQ (needs --data)."),
-        click.option("--act-order", is_flag=True, help="GPTQ: quantize columns by decreasing Hessian diagonal."),
+        click.option("--act-order/--no-act-order", default=None,
+                     help="GPTQ: quantize columns by decreasing Hessian diagonal (default for --algo gptq)."),
         click.option("--asymmetric", is_flag=True, help="One zero point per group (default: symmetric)."),
         click.option("--hera", is_flag=True,
                      help="Refine the levels by heuristic element replacement against the calibration Hessian "
@@ -64,7 +65,7 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
                           "(MatMulNBits accuracy_level=4)."),
         click.option("--exclude", multiple=True, help="MatMul node/output/weight name to keep in float (repeatable)."),
         click.option("--data", "-d", default=None, help="Calibration text (.txt or builtin:corpus) for GPTQ."),
-        click.option("--num-samples", type=int, default=128, show_default=True, help="Calibration windows for GPTQ."),
+        click.option("--num-samples", type=int, default=64, show_default=True, help="Calibration windows for GPTQ."),
         click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per calibration window."),
         click.option("--tokenizer", default=None, help="Tokenizer folder (default: the folder the model was exported from)."),
     ]
@@ -73,7 +74,7 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
     return fn
 
 
-def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: int, algo: str, act_order: bool,
+def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: int, algo: str, act_order: bool | None,
                          asymmetric: bool, hera: bool = False, damp: float, fmt: str, dynamic_activations: bool, exclude: tuple[str, ...],
                          data: str | None, num_samples: int, max_length: int, tokenizer: str | None):  # -> WeightOnlyResult
     """Run weight-only quantization from CLI option values (callable from `qdq quantize`)."""
@@ -82,7 +83,8 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
 
     try:
         config = WeightOnlyConfig(
-            bits=int(bits[3:]), group_size=group_size, algo=algo, symmetric=not asymmetric, act_order=act_order,
+            bits=int(bits[3:]), group_size=group_size, algo=algo, symmetric=not asymmetric,
+            act_order=act_order if act_order is not None else algo == "gptq",
             damp=damp, format=fmt, accuracy_level=4 if dynamic_activations else 0, exclude=tuple(exclude), hera=hera,
         )
     except WeightQuantError as exc:
@@ -93,7 +95,7 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
         raise click.ClickException("--algo gptq needs calibration text: --data FILE.txt (or builtin:corpus)")
     if hera and not data:
         raise click.ClickException("--hera needs calibration text: --data FILE.txt (or builtin:corpus)")
-    if act_order and algo != "gptq":
+    if act_order is not None and algo != "gptq":
         raise click.ClickException("--act-order applies to --algo gptq only")
     calibration = None
     if data:

@@ -230,7 +230,19 @@ def quantize_weights(
         else:
             log.warning("no source model folder: GPTQ Hessians come from the float ONNX model (not sequential)")
     result = quantize_model(ir_model, config, calibration, hessians, quantized)
-    result.path = atomic_write(output, lambda tmp: save_ir_loadable(ir_model, tmp))
+    del quantized
+    held = [ir_model]  # the writer drops the last reference once saved, before ONNX Runtime loads the file
+    del ir_model
+
+    def write(tmp: Path) -> None:
+        from ..loadcheck import ensure_loads
+
+        ir.save(held.pop(), tmp)
+        gc.collect()
+        ensure_loads(tmp)
+
+    result.path = atomic_write(output, write if not isinstance(model, ir.Model) else
+                               lambda tmp: save_ir_loadable(model, tmp))
     result.seconds = time.perf_counter() - t0
     return result
 
