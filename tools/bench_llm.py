@@ -56,6 +56,7 @@ class Row:
     tok_s: float
     quant_s: float = 0.0
     rss_gb: float = 0.0
+    error: str = ""
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -145,8 +146,8 @@ def quantize_in_process(fp32: Path, out: Path, cfg: WeightOnlyConfig, args: argp
         return pool.apply(_quantize_job, (str(fp32), str(out), cfg, args.calib_length, args.calib_samples))
 
 
-def ort_peers(fp32: Path, work: Path, groups: list[int]) -> list[tuple[str, Path, float]]:
-    """onnxruntime's own 4-bit weight-only quantizers: (name, path, seconds)."""
+def ort_peers(fp32: Path, work: Path, groups: list[int]) -> list[tuple[str, Path | None, float, str]]:
+    """onnxruntime's own 4-bit weight-only quantizers: (name, path or None when it failed, seconds, error)."""
     import onnx
     from onnxruntime.quantization import matmul_nbits_quantizer as mnb
 
@@ -162,10 +163,12 @@ def ort_peers(fp32: Path, work: Path, groups: list[int]) -> list[tuple[str, Path
                                              algo_config=algo)
                 q.process()
                 q.model.save_model_to_file(str(path), use_external_data_format=False)
-            except Exception as exc:  # a peer that fails is reported, not fatal
+            except Exception as exc:  # a peer that fails is reported as a row, not fatal
                 log.warning("onnxruntime MatMulNBitsQuantizer %s g%d failed: %s", label, g, exc)
+                out.append((f"ORT MatMulNBits {label} g{g}", None, time.perf_counter() - t0,
+                            f"{type(exc).__name__}: {exc}"))
                 continue
-            out.append((f"ORT MatMulNBits {label} g{g}", path, time.perf_counter() - t0))
+            out.append((f"ORT MatMulNBits {label} g{g}", path, time.perf_counter() - t0, ""))
     return out
 
 
@@ -215,10 +218,16 @@ def main() -> None:
         rows.append(accuracy(out, name, held, args, base, seconds, rss)[0])
         paths.append(out)
     if args.ort_peers:
-        for name, out, seconds in ort_peers(fp32, work, args.groups):
+        failed = []
+        for name, out, seconds, error in ort_peers(fp32, work, args.groups):
+            if out is None:
+                failed.append(Row(name, math.nan, math.nan, math.nan, math.nan, seconds, error=error))
+                continue
             rows.append(accuracy(out, name, held, args, base, seconds)[0])
             paths.append(out)
     speed(paths, rows, prompt, args)
+    if args.ort_peers:
+        rows += failed
     report(rows, args, len(held))
 
 
@@ -232,12 +241,15 @@ def report(rows: list[Row], args: argparse.Namespace, n_tokens: int) -> None:
     print(f"{'variant':<30} {'ppl':>9} {'Δppl':>8} {'ppl/FP32':>9} {'KL(FP32‖q)':>10} {'size MB':>8} {'size/FP32':>9} "
           f"{'tok/s':>7} {'speed/FP32':>10} {'quant s':>7} {'peak GB':>7}")
     for r in rows:
+        if r.error:
+            print(f"{r.name:<30} failed after {r.quant_s:.1f}s: {r.error}")
+            continue
         print(f"{r.name:<30} {r.ppl:9.3f} {r.ppl - base.ppl:+8.3f} {r.ppl / base.ppl:9.4f} {r.kl:10.5f} {r.size_mb:8.2f} "
               f"{r.size_mb / base.size_mb:9.3f} {r.tok_s:7.1f} {r.tok_s / base.tok_s:10.2f} {r.quant_s:7.1f} "
               + (f"{r.rss_gb:7.2f}" if r.rss_gb else f"{'':>7}"))
     print()
     for g in args.groups:
-        peers = [r for r in rows if r.name.startswith("ORT MatMulNBits") and r.name.endswith(f" g{g}")]
+        peers = [r for r in rows if r.name.startswith("ORT MatMulNBits") and r.name.endswith(f" g{g}") and not r.error]
         for sym in ("", " asym"):
             rtn, gptq = by_name.get(f"INT4 g{g} RTN{sym}"), by_name.get(f"INT4 g{g} GPTQ{sym}")
             if not (rtn and gptq):
