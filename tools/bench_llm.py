@@ -2,13 +2,14 @@
 
     nice python tools/bench_llm.py                     # FP32, INT8, INT4 g128 RTN/GPTQ, ZeroQuant-style
     nice python tools/bench_llm.py --groups 32 64 128 --act-order
-    nice python tools/bench_llm.py --model smollm2 --groups 64 128 --act-order --asymmetric --ort-peers
+    nice python tools/bench_llm.py --model smollm2 --groups 128 --asymmetric --hera --ort-peers --no-dynamic
 
 ``--ort-peers`` adds onnxruntime's ``MatMulNBitsQuantizer`` (default RTN, HQQ, k-quant) at each group size,
 measured in the same run on the same text.
 
-One run exports the model (FP32 ONNX, KV cache), collects GPTQ Hessians once on the training text
-(converter.llm.data.training_text), quantizes each variant and measures: held-out perplexity
+One run exports the model (FP32 ONNX, KV cache; an existing ``--workdir``/fp32.onnx of the same model is
+reused), quantizes each variant in a fresh process (its wall time and peak RSS reported: GPTQ and HERA
+calibrate sequentially on the training text, converter.llm.data.training_text), and measures: held-out perplexity
 (converter.llm.data.heldout_text), model file size, and greedy-generation tokens/s at batch 1
 (runtime.generate, prompt + new tokens, best of a few runs). Prints a table with ratios to FP32 and
 mean per-token KL divergence from FP32 (a lower-noise view of the same damage), and
@@ -30,17 +31,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import onnx_ir as ir  # noqa: E402
 
 from converter.llm.config import WeightOnlyConfig  # noqa: E402
 from converter.llm.data import heldout_text, training_text  # noqa: E402
 from converter.llm.dynamic import session_options  # noqa: E402
 from converter.llm.export import export_causal_lm  # noqa: E402
 from converter.llm.feeds import encode_text, load_tokenizer  # noqa: E402
-from converter.llm.hessian import collect_hessians  # noqa: E402
 from converter.llm.perplexity import window_logits  # noqa: E402
-from converter.llm.weight_only import hessian_inputs, lm_calibration, quantize_weights  # noqa: E402
-from converter.models import resolve_model  # noqa: E402
+from converter.llm.weight_only import lm_calibration, needs_hessians, quantize_weights  # noqa: E402
+from converter.models import resolve_model, source_model_dir  # noqa: E402
 from runtime import Engine  # noqa: E402
 from runtime.generate import generate  # noqa: E402
 
@@ -56,6 +55,8 @@ class Row:
     size_mb: float
     tok_s: float
     quant_s: float = 0.0
+    rss_gb: float = 0.0
+    error: str = ""
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -78,11 +79,11 @@ def evaluate(eng: Engine, held: np.ndarray, context: int, base: list[np.ndarray]
 
 
 def accuracy(path: Path, name: str, held: np.ndarray, args: argparse.Namespace,
-             base: list[np.ndarray] | None = None, quant_s: float = 0.0) -> tuple[Row, list]:
+             base: list[np.ndarray] | None = None, quant_s: float = 0.0, rss_gb: float = 0.0) -> tuple[Row, list]:
     """Perplexity and KL vs FP32 on the held-out stream (tokens/s is filled in later by ``speed``)."""
     with Engine.load(path, session_options=session_options(0, args.threads)) as eng:
         ppl, kl, logprobs = evaluate(eng, held, args.context, base)
-    row = Row(name, ppl, kl, path.stat().st_size / 1e6, 0.0, quant_s)
+    row = Row(name, ppl, kl, path.stat().st_size / 1e6, 0.0, quant_s, rss_gb)
     log.info("%-30s ppl %.3f  KL %.5f  %.2f MB", name, row.ppl, row.kl, row.size_mb)
     return row, logprobs
 
@@ -109,22 +110,44 @@ def speed(paths: list[Path], rows: list[Row], prompt: np.ndarray, args: argparse
 
 def variants(args: argparse.Namespace) -> list[tuple[str, WeightOnlyConfig]]:
     out = [("INT8 g128 RTN", WeightOnlyConfig(bits=8, group_size=128))]
+    ao = not args.no_act_order
     for g in args.groups:
         out += [(f"INT4 g{g} RTN", WeightOnlyConfig(bits=4, group_size=g)),
-                (f"INT4 g{g} GPTQ", WeightOnlyConfig(bits=4, group_size=g, algo="gptq"))]
-        if args.act_order:
-            out.append((f"INT4 g{g} GPTQ act-order", WeightOnlyConfig(bits=4, group_size=g, algo="gptq", act_order=True)))
+                (f"INT4 g{g} GPTQ", WeightOnlyConfig(bits=4, group_size=g, algo="gptq", act_order=ao))]
+        if args.hera:
+            out += [(f"INT4 g{g} RTN+HERA", WeightOnlyConfig(bits=4, group_size=g, hera=True)),
+                    (f"INT4 g{g} GPTQ+HERA", WeightOnlyConfig(bits=4, group_size=g, algo="gptq", act_order=ao, hera=True))]
         if args.asymmetric:
             out += [(f"INT4 g{g} RTN asym", WeightOnlyConfig(bits=4, group_size=g, symmetric=False)),
-                    (f"INT4 g{g} GPTQ asym", WeightOnlyConfig(bits=4, group_size=g, algo="gptq", symmetric=False))]
+                    (f"INT4 g{g} GPTQ asym", WeightOnlyConfig(bits=4, group_size=g, algo="gptq", symmetric=False,
+                                                              act_order=ao))]
     if not args.no_dynamic:
         out += [("INT8 g128 RTN + dyn-int8 act", WeightOnlyConfig(bits=8, group_size=128, accuracy_level=4)),
-                ("INT4 g128 GPTQ + dyn-int8 act", WeightOnlyConfig(bits=4, group_size=128, algo="gptq", accuracy_level=4))]
+                ("INT4 g128 GPTQ + dyn-int8 act", WeightOnlyConfig(bits=4, group_size=128, algo="gptq", act_order=ao,
+                                                                   accuracy_level=4))]
     return out
 
 
-def ort_peers(fp32: Path, work: Path, groups: list[int]) -> list[tuple[str, Path, float]]:
-    """onnxruntime's own 4-bit weight-only quantizers: (name, path, seconds)."""
+def _quantize_job(fp32: str, out: str, cfg: WeightOnlyConfig, context: int, samples: int) -> tuple[float, float]:
+    """In a fresh process: quantize, return (seconds, peak RSS in GB of this process)."""
+    import resource
+
+    t0 = time.perf_counter()
+    calib = lm_calibration(fp32, training_text(), seq_len=context, max_windows=samples) if needs_hessians(cfg) else None
+    quantize_weights(fp32, out, cfg, calib)
+    return time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def quantize_in_process(fp32: Path, out: Path, cfg: WeightOnlyConfig, args: argparse.Namespace) -> tuple[float, float]:
+    """Run one qdq quantization in a spawned process, so its time and peak RSS are its own."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_quantize_job, (str(fp32), str(out), cfg, args.calib_length, args.calib_samples))
+
+
+def ort_peers(fp32: Path, work: Path, groups: list[int]) -> list[tuple[str, Path | None, float, str]]:
+    """onnxruntime's own 4-bit weight-only quantizers: (name, path or None when it failed, seconds, error)."""
     import onnx
     from onnxruntime.quantization import matmul_nbits_quantizer as mnb
 
@@ -140,10 +163,12 @@ def ort_peers(fp32: Path, work: Path, groups: list[int]) -> list[tuple[str, Path
                                              algo_config=algo)
                 q.process()
                 q.model.save_model_to_file(str(path), use_external_data_format=False)
-            except Exception as exc:  # a peer that fails is reported, not fatal
+            except Exception as exc:  # a peer that fails is reported as a row, not fatal
                 log.warning("onnxruntime MatMulNBitsQuantizer %s g%d failed: %s", label, g, exc)
+                out.append((f"ORT MatMulNBits {label} g{g}", None, time.perf_counter() - t0,
+                            f"{type(exc).__name__}: {exc}"))
                 continue
-            out.append((f"ORT MatMulNBits {label} g{g}", path, time.perf_counter() - t0))
+            out.append((f"ORT MatMulNBits {label} g{g}", path, time.perf_counter() - t0, ""))
     return out
 
 
@@ -153,8 +178,13 @@ def main() -> None:
                    help="HF causal-LM folder or a built-in name such as smollm2 (default: tools/reference_lm)")
     p.add_argument("--workdir", default=None, help="where to write the ONNX files (default: a temp folder)")
     p.add_argument("--groups", type=int, nargs="+", default=[128])
-    p.add_argument("--act-order", action="store_true")
+    p.add_argument("--act-order", action="store_true", help="(GPTQ uses act-order by default; kept for old command lines)")
+    p.add_argument("--no-act-order", action="store_true", help="GPTQ without act-order")
     p.add_argument("--asymmetric", action="store_true")
+    p.add_argument("--hera", action="store_true", help="also RTN+HERA and GPTQ+HERA")
+    p.add_argument("--skip", nargs="*", default=[], help="variant names to leave out (e.g. 'INT4 g128 GPTQ asym')")
+    p.add_argument("--calib-samples", type=int, default=64, help="calibration windows for GPTQ/HERA")
+    p.add_argument("--calib-length", type=int, default=128, help="tokens per calibration window")
     p.add_argument("--no-dynamic", action="store_true", help="skip the ZeroQuant-style int8-activation variants")
     p.add_argument("--ort-peers", action="store_true", help="also onnxruntime's MatMulNBitsQuantizer variants")
     p.add_argument("--context", type=int, default=128)
@@ -170,52 +200,71 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_llm."))
     work.mkdir(parents=True, exist_ok=True)
     fp32 = work / "fp32.onnx"
-    export_causal_lm(args.model, fp32)
+    if fp32.is_file() and source_model_dir(fp32) == resolve_model(args.model):
+        log.info("reusing %s", fp32)
+    else:
+        export_causal_lm(args.model, fp32)
     tok = load_tokenizer(str(resolve_model(args.model)))
     held = encode_text(tok, heldout_text())
     prompt = held[None, : args.prompt_tokens]
     first, base = accuracy(fp32, "FP32", held, args)
     rows, paths = [first], [fp32]
 
-    model = ir.load(fp32)
-    t0 = time.perf_counter()
-    hessians = collect_hessians(model, hessian_inputs(model), lm_calibration(fp32, training_text(), seq_len=args.context))
-    hessian_s = time.perf_counter() - t0
     for name, cfg in variants(args):
-        out = work / (name.replace(" ", "_").replace("+", "").lower() + ".onnx")
-        t0 = time.perf_counter()
-        quantize_weights(fp32, out, cfg, hessians=hessians if cfg.algo == "gptq" else None)
-        rows.append(accuracy(out, name, held, args, base, time.perf_counter() - t0)[0])
+        if name in args.skip:
+            continue
+        out = work / (name.replace(" ", "_").replace("+", "_").lower() + ".onnx")
+        seconds, rss = quantize_in_process(fp32, out, cfg, args)
+        rows.append(accuracy(out, name, held, args, base, seconds, rss)[0])
         paths.append(out)
     if args.ort_peers:
-        for name, out, seconds in ort_peers(fp32, work, args.groups):
+        failed = []
+        for name, out, seconds, error in ort_peers(fp32, work, args.groups):
+            if out is None:
+                failed.append(Row(name, math.nan, math.nan, math.nan, math.nan, seconds, error=error))
+                continue
             rows.append(accuracy(out, name, held, args, base, seconds)[0])
             paths.append(out)
     speed(paths, rows, prompt, args)
-    report(rows, args, hessian_s, len(held))
+    if args.ort_peers:
+        rows += failed
+    report(rows, args, len(held))
 
 
-def report(rows: list[Row], args: argparse.Namespace, hessian_s: float, n_tokens: int) -> None:
+def report(rows: list[Row], args: argparse.Namespace, n_tokens: int) -> None:
     base = rows[0]
     by_name = {r.name: r for r in rows}
     print(f"\nLM {args.model}; held-out {n_tokens} tokens, context {args.context}; generation: batch 1, "
           f"{args.prompt_tokens}-token prompt + {args.new_tokens} new tokens, best of {args.repeats}, {args.threads} thread(s), "
-          f"ONNX Runtime CPU; "
-          f"GPTQ Hessians collected once in {hessian_s:.1f}s")
+          f"ONNX Runtime CPU; GPTQ/HERA calibration: {args.calib_samples} windows of {args.calib_length} tokens "
+          f"(sequential); quant s / peak GB: wall time and peak RSS of the process that quantized")
     print(f"{'variant':<30} {'ppl':>9} {'Δppl':>8} {'ppl/FP32':>9} {'KL(FP32‖q)':>10} {'size MB':>8} {'size/FP32':>9} "
-          f"{'tok/s':>7} {'speed/FP32':>10} {'quant s':>7}")
+          f"{'tok/s':>7} {'speed/FP32':>10} {'quant s':>7} {'peak GB':>7}")
     for r in rows:
+        if r.error:
+            print(f"{r.name:<30} failed after {r.quant_s:.1f}s: {r.error}")
+            continue
         print(f"{r.name:<30} {r.ppl:9.3f} {r.ppl - base.ppl:+8.3f} {r.ppl / base.ppl:9.4f} {r.kl:10.5f} {r.size_mb:8.2f} "
-              f"{r.size_mb / base.size_mb:9.3f} {r.tok_s:7.1f} {r.tok_s / base.tok_s:10.2f} {r.quant_s:7.1f}")
+              f"{r.size_mb / base.size_mb:9.3f} {r.tok_s:7.1f} {r.tok_s / base.tok_s:10.2f} {r.quant_s:7.1f} "
+              + (f"{r.rss_gb:7.2f}" if r.rss_gb else f"{'':>7}"))
     print()
     for g in args.groups:
-        rtn, gptq = by_name.get(f"INT4 g{g} RTN"), by_name.get(f"INT4 g{g} GPTQ")
-        if rtn and gptq:
+        peers = [r for r in rows if r.name.startswith("ORT MatMulNBits") and r.name.endswith(f" g{g}") and not r.error]
+        for sym in ("", " asym"):
+            rtn, gptq = by_name.get(f"INT4 g{g} RTN{sym}"), by_name.get(f"INT4 g{g} GPTQ{sym}")
+            if not (rtn and gptq):
+                continue
             d_rtn, d_gptq = rtn.ppl - base.ppl, gptq.ppl - base.ppl
             ratio = d_gptq / d_rtn if d_rtn > 0 else float("nan")
             verdict = "PASS" if d_rtn > 0 and ratio <= 0.5 else "FAIL"
-            print(f"target INT4 g{g}: GPTQ increase {d_gptq:+.3f} vs RTN {d_rtn:+.3f} (ratio {ratio:.2f}, need <= 0.5): "
-                  f"{verdict}; KL ratio {gptq.kl / rtn.kl:.2f}")
+            print(f"target INT4 g{g}{sym}: GPTQ increase {d_gptq:+.3f} vs RTN {d_rtn:+.3f} (ratio {ratio:.2f}, "
+                  f"need <= 0.5): {verdict}; KL ratio {gptq.kl / rtn.kl:.2f}")
+            if peers:
+                best = min(peers, key=lambda r: r.ppl)
+                print(f"target INT4 g{g}{sym}: GPTQ ppl {gptq.ppl:.3f} below every onnxruntime variant (best "
+                      f"{best.name} {best.ppl:.3f}): {'PASS' if gptq.ppl < best.ppl else 'FAIL'}")
+            print(f"target INT4 g{g}{sym}: GPTQ in {gptq.quant_s:.0f}s (< 180 s) and {gptq.rss_gb:.2f} GB peak RSS "
+                  f"(< 2 GB): {'PASS' if gptq.quant_s < 180 and gptq.rss_gb < 2 else 'FAIL'}")
     int8 = by_name.get("INT8 g128 RTN")
     if int8:
         rel = abs(int8.ppl / base.ppl - 1)

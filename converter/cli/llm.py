@@ -53,8 +53,12 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
                      help="Weights per scale along K (power of two >= 16; a last partial group is padded)."),
         click.option("--algo", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
                      help="Round-to-nearest, or second-order GPTQ (needs --data)."),
-        click.option("--act-order", is_flag=True, help="GPTQ: quantize columns by decreasing Hessian diagonal."),
+        click.option("--act-order/--no-act-order", default=None,
+                     help="GPTQ: quantize columns by decreasing Hessian diagonal (default for --algo gptq)."),
         click.option("--asymmetric", is_flag=True, help="One zero point per group (default: symmetric)."),
+        click.option("--hera", is_flag=True,
+                     help="Refine the levels by heuristic element replacement against the calibration Hessian "
+                          "(after RTN or GPTQ; needs --data)."),
         click.option("--damp", type=float, default=0.01, show_default=True, help="GPTQ damping (fraction of mean diag H)."),
         click.option("--format", "fmt", type=click.Choice(["matmulnbits", "qdq"]), default="matmulnbits",
                      show_default=True, help="com.microsoft MatMulNBits, or opset-21 block-wise DequantizeLinear."),
@@ -63,7 +67,7 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
                           "(MatMulNBits accuracy_level=4)."),
         click.option("--exclude", multiple=True, help="MatMul node/output/weight name to keep in float (repeatable)."),
         click.option("--data", "-d", default=None, help="Calibration text (.txt or builtin:corpus) for GPTQ."),
-        click.option("--num-samples", type=int, default=128, show_default=True, help="Calibration windows for GPTQ."),
+        click.option("--num-samples", type=int, default=64, show_default=True, help="Calibration windows for GPTQ."),
         click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per calibration window."),
         click.option("--tokenizer", default=None, help="Tokenizer folder (default: the folder the model was exported from)."),
     ]
@@ -72,8 +76,8 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
     return fn
 
 
-def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: int, algo: str, act_order: bool,
-                         asymmetric: bool, damp: float, fmt: str, dynamic_activations: bool, exclude: tuple[str, ...],
+def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: int, algo: str, act_order: bool | None,
+                         asymmetric: bool, hera: bool = False, damp: float, fmt: str, dynamic_activations: bool, exclude: tuple[str, ...],
                          data: str | None, num_samples: int, max_length: int, tokenizer: str | None):  # -> WeightOnlyResult
     """Run weight-only quantization from CLI option values (callable from `qdq quantize`)."""
     from converter.llm.config import WeightOnlyConfig, WeightQuantError
@@ -81,8 +85,9 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
 
     try:
         config = WeightOnlyConfig(
-            bits=int(bits[3:]), group_size=group_size, algo=algo, symmetric=not asymmetric, act_order=act_order,
-            damp=damp, format=fmt, accuracy_level=4 if dynamic_activations else 0, exclude=tuple(exclude),
+            bits=int(bits[3:]), group_size=group_size, algo=algo, symmetric=not asymmetric,
+            act_order=act_order if act_order is not None else algo == "gptq",
+            damp=damp, format=fmt, accuracy_level=4 if dynamic_activations else 0, exclude=tuple(exclude), hera=hera,
         )
     except WeightQuantError as exc:
         raise click.ClickException(str(exc)) from None
@@ -90,14 +95,18 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
         raise click.ClickException("--dynamic-activations needs --format matmulnbits")
     if algo == "gptq" and not data:
         raise click.ClickException("--algo gptq needs calibration text: --data FILE.txt (or builtin:corpus)")
-    if act_order and algo != "gptq":
+    if hera and not data:
+        raise click.ClickException("--hera needs calibration text: --data FILE.txt (or builtin:corpus)")
+    if act_order is not None and algo != "gptq":
         raise click.ClickException("--act-order applies to --algo gptq only")
     calibration = None
     if data:
         calibration = lm_calibration(model, _read_text(data), tokenizer=tokenizer, seq_len=max_length,
                                      max_windows=num_samples)
     try:
-        return quantize_weights(model, output, config, calibration)
+        from .progress import on_terminal
+
+        return quantize_weights(model, output, config, calibration, progress=on_terminal())
     except WeightQuantError as exc:
         raise click.ClickException(str(exc)) from None
 

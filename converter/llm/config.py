@@ -21,24 +21,30 @@ class WeightOnlyConfig:
     two >= 16 (when it does not divide K, the last group is shorter: padded, as MatMulNBits allows). algo: ``rtn`` (round to nearest) or ``gptq``
     (second-order, block-wise error compensation with H = 2XXᵀ from calibration data).
     symmetric: zero point fixed at 2^(bits-1) (else one per group). act_order: GPTQ visits columns by
-    decreasing Hessian diagonal (group scales stay tied to the original column groups). damp: added
+    decreasing Hessian diagonal (group scales stay tied to the original column groups; the default,
+    chosen by measurement on SmolLM2; RTN ignores it). damp: added
     to H's diagonal as a fraction of its mean. block_size: GPTQ columns updated per lazy batch.
     format: ``matmulnbits`` (com.microsoft MatMulNBits) or ``qdq`` (opset-21 block-wise
     DequantizeLinear -> MatMul). accuracy_level: MatMulNBits compute type; 4 = int8 compute with
     activations quantized dynamically per row and block (ZeroQuant-style). exclude: MatMul node or
-    weight names kept in float.
+    weight names kept in float. hera: refine the levels by heuristic element replacement against the
+    calibration Hessian (after RTN or GPTQ). sequential: take each layer's Hessian from the inputs the
+    already-quantized earlier blocks produce (on the torch model the LM was exported from); False uses
+    the float model's inputs (the old behaviour, kept for comparison).
     """
 
     bits: int = 4
     group_size: int = 128
     algo: str = "rtn"
     symmetric: bool = True
-    act_order: bool = False
+    act_order: bool = True
     damp: float = 0.01
     block_size: int = 128
     format: str = "matmulnbits"
     accuracy_level: int = 0
     exclude: tuple[str, ...] = ()
+    hera: bool = False
+    sequential: bool = True
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
@@ -64,8 +70,10 @@ class WeightOnlyConfig:
     def label(self) -> str:
         """Short description, e.g. ``int4 g128 gptq sym``."""
         parts = [f"int{self.bits}", f"g{self.group_size}", self.algo, "sym" if self.symmetric else "asym"]
-        if self.act_order:
+        if self.act_order and self.algo == "gptq":
             parts.append("act-order")
+        if self.hera:
+            parts.append("hera")
         if self.accuracy_level:
             parts.append(f"acc{self.accuracy_level}")
         return " ".join(parts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -22,23 +23,36 @@ log = logging.getLogger(__name__)
 
 
 class HessianAccumulator:
-    """Running XᵀX and token count for one activation tensor with K features."""
+    """Running XᵀX (float64) and token count for one activation tensor with K features.
+
+    Each batch's XᵀX is computed in float32 (fast) and added to the float64 sum; the batch itself is
+    not kept. Takes numpy arrays or torch tensors.
+    """
 
     def __init__(self, k: int) -> None:
-        self.xtx = np.zeros((k, k), dtype=np.float64)
+        import torch
+
+        self.xtx = torch.zeros((k, k), dtype=torch.float64)
         self.count = 0
 
-    def add(self, x: np.ndarray, keep: np.ndarray | None = None) -> None:
+    def add(self, x: Any, keep: np.ndarray | None = None) -> None:
         """Fold activations x [..., K] in; ``keep`` (boolean, x's leading shape) drops padded tokens."""
-        x2 = x.reshape(-1, x.shape[-1]) if keep is None else x[keep.astype(bool)]
-        x2 = x2.astype(np.float64)
-        self.xtx += x2.T @ x2
+        import torch
+
+        x = torch.as_tensor(x)
+        x2 = x.reshape(-1, x.shape[-1]) if keep is None else x[torch.as_tensor(keep).bool()]
+        x2 = x2.to(torch.float32)
+        self.xtx += (x2.T @ x2).to(torch.float64)
         self.count += x2.shape[0]
 
-    def hessian(self) -> np.ndarray:
+    def hessian_tensor(self) -> Any:
+        """H = 2XᵀX/n as a float64 torch tensor."""
         if self.count == 0:
             raise WeightQuantError("no calibration tokens reached this MatMul")
         return 2.0 * self.xtx / self.count
+
+    def hessian(self) -> np.ndarray:
+        return self.hessian_tensor().numpy()
 
 
 def _with_outputs(model: ir.Model, names: Sequence[str]) -> onnx.ModelProto:

@@ -122,18 +122,67 @@ def _one_thread() -> Iterator[None]:
 
 def quantize_gptq(w: np.ndarray, hessian: np.ndarray, config: WeightOnlyConfig, name: str = "weight") -> QuantizedWeight:
     """Second-order quantization of W [N, K] given H [K, K] (2XXᵀ averaged over calibration tokens)."""
-    with _one_thread():
-        return _gptq(w, hessian, config, name)
-
-
-def _gptq(w: np.ndarray, hessian: np.ndarray, config: WeightOnlyConfig, name: str) -> QuantizedWeight:
     check_shape(w, config.group_size, name)
+    with _one_thread():
+        return _gptq(torch.as_tensor(np.asarray(w)), torch.as_tensor(np.asarray(hessian)), config, name)
+
+
+def quantize_layer(w: torch.Tensor, hessian: torch.Tensor | None, config: WeightOnlyConfig,
+                   name: str = "weight") -> QuantizedWeight:
+    """W [N, K] by ``config.algo`` (GPTQ needs H [K, K]), then HERA's refinement when ``config.hera``."""
+    if config.algo == "gptq" or config.hera:
+        if hessian is None:
+            raise WeightQuantError(f"{name}: {config.algo} {'with HERA ' if config.hera else ''}needs a Hessian")
+    with _one_thread():
+        if config.algo == "gptq":
+            qw = _gptq(w, hessian, config, name)  # type: ignore[arg-type]
+        else:
+            qw = quantize_rtn(w.numpy(), config, name)
+        if config.hera:
+            qw = hera_refine(w, hessian, qw)  # type: ignore[arg-type]
+    return qw
+
+
+def hera_refine(w: torch.Tensor, hessian: torch.Tensor, qw: QuantizedWeight, steps: int | None = None) -> QuantizedWeight:
+    """Heuristic element replacement (HERA, as read here): greedy one-level changes that lower the output error.
+
+    A row's output error on the calibration inputs is e H eᵀ (e = w - ŵ, H = 2XXᵀ/n). Each step, every
+    row replaces the one level whose move by ±1 lowers that error most, if any does; scales and zero
+    points stay fixed (so the MatMulNBits layout does not change). Stops when no row improves, or after
+    ``steps`` (default K/4) steps.
+    """
+    n, k = qw.q.shape
+    g, maxq = qw.group_size, 2**qw.bits - 1
+    H = hessian.to(torch.float64)
+    scale = torch.as_tensor(np.repeat(qw.scales, g, axis=1)[:, :k], dtype=torch.float64)
+    zero = torch.as_tensor(np.repeat(qw.zero_points, g, axis=1)[:, :k].astype(np.float64))
+    q = torch.as_tensor(qw.q.astype(np.float64))
+    grad = (w.to(torch.float64) - (q - zero) * scale) @ H  # (e H): d(e H eᵀ)/de / 2
+    diag = torch.diag(H)
+    rows = torch.arange(n)
+    for _ in range(steps if steps is not None else max(1, k // 4)):
+        sg = grad * scale
+        step = torch.sign(sg)  # moving the level by +-1 changes e_j by -step*s_j
+        gain = -2 * sg.abs() + scale**2 * diag
+        gain[(step == 0) | (q + step < 0) | (q + step > maxq)] = float("inf")
+        best_gain, best = gain.min(1)
+        active = best_gain < -1e-12 * diag.mean()
+        if not bool(active.any()):
+            break
+        r, j = rows[active], best[active]
+        d = step[r, j]
+        q[r, j] += d
+        grad[r] -= (d * scale[r, j])[:, None] * H[j]
+    return QuantizedWeight(q.numpy().astype(np.uint8), qw.scales, qw.zero_points, qw.bits, qw.group_size, qw.symmetric)
+
+
+def _gptq(w: torch.Tensor, hessian: torch.Tensor, config: WeightOnlyConfig, name: str) -> QuantizedWeight:
     n, k = w.shape
-    if hessian.shape != (k, k):
-        raise WeightQuantError(f"{name}: Hessian shape {hessian.shape} does not match K={k}")
+    if tuple(hessian.shape) != (k, k):
+        raise WeightQuantError(f"{name}: Hessian shape {tuple(hessian.shape)} does not match K={k}")
     g, maxq, bits, sym = config.group_size, 2**config.bits - 1, config.bits, config.symmetric
-    W = _pad_k(torch.tensor(np.asarray(w), dtype=torch.float64), g)
-    H = torch.tensor(np.asarray(hessian), dtype=torch.float64)
+    W = _pad_k(w.to(torch.float64), g)
+    H = hessian.to(torch.float64).clone()
     if W.shape[1] != k:  # padded columns see no input: dead, like unused features
         H = torch.nn.functional.pad(H, (0, W.shape[1] - k, 0, W.shape[1] - k))
     k_true, k = k, W.shape[1]

@@ -11,6 +11,7 @@ on the fly (see dynamic.py).
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -23,12 +24,12 @@ import onnx_ir as ir
 
 from runtime.atomic import atomic_write
 
-from ..errors import ModelFileError
+from ..errors import ExportError, ModelFileError
 from ..loadcheck import save_ir_loadable
 from .config import WeightOnlyConfig, WeightQuantError
 from .hessian import collect_hessians
 from .matmulnbits import MS_DOMAIN, blockwise_dq_nodes, matmulnbits_node
-from .quantizers import QuantizedWeight, check_shape, quantize_gptq, quantize_rtn
+from .quantizers import QuantizedWeight, check_shape, quantize_layer, quantize_rtn
 
 log = logging.getLogger(__name__)
 
@@ -103,47 +104,67 @@ def hessian_inputs(model: ir.Model, exclude: Iterable[str] = ()) -> list[str]:
     return list(dict.fromkeys(n.inputs[0].name for n in find_weight_matmuls(model, exclude)))
 
 
+def needs_hessians(config: WeightOnlyConfig) -> bool:
+    """Whether ``config`` uses calibration data (GPTQ, or HERA after either algorithm)."""
+    return config.algo == "gptq" or config.hera
+
+
 def quantize_model(
     model: ir.Model,
     config: WeightOnlyConfig,
     calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
     hessians: Mapping[str, np.ndarray] | None = None,
+    quantized: Mapping[str, QuantizedWeight] | None = None,
 ) -> WeightOnlyResult:
-    """Quantize ``model`` in place; GPTQ needs ``calibration`` feed dicts for the float model.
+    """Quantize ``model`` in place; GPTQ/HERA need ``calibration`` feed dicts for the float model.
 
-    ``hessians`` (from ``hessian_inputs`` + ``collect_hessians``, keyed by MatMul input name) may be
-    passed instead of ``calibration`` to reuse them across runs.
+    ``quantized`` (from :func:`converter.llm.sequential.quantize_sequential`, keyed by weight
+    fingerprint) supplies levels computed on the torch model. Otherwise GPTQ/HERA take Hessians of the
+    float ONNX model's MatMul inputs: ``hessians`` (from ``hessian_inputs`` + ``collect_hessians``, keyed
+    by MatMul input name) may be passed instead of ``calibration`` to reuse them across runs.
     """
+    import torch
+
+    from .sequential import fingerprint
+
     t0 = time.perf_counter()
     _check_exclude(model, config.exclude)
     targets = find_weight_matmuls(model, config.exclude)
     if not targets:
         raise WeightQuantError("the model has no MatMul with a constant 2-D float32 weight to quantize")
-    weights = {id(n): _weight(n) for n in targets}
     for node in targets:  # fail fast, before any calibration work
-        check_shape(weights[id(node)], config.group_size, f"MatMul {node.name or node.outputs[0].name}")
-    if config.algo == "gptq" and hessians is None:
+        check_shape(_weight(node), config.group_size, f"MatMul {node.name or node.outputs[0].name}")
+    if needs_hessians(config) and quantized is None and hessians is None:
         if calibration is None:
             raise WeightQuantError("GPTQ needs calibration data (text for a causal LM)")
         hessians = collect_hessians(model, hessian_inputs(model, config.exclude), calibration)
-    missing = [n.inputs[0].name for n in targets if config.algo == "gptq" and n.inputs[0].name not in hessians]
+    missing = [n.inputs[0].name for n in targets
+               if needs_hessians(config) and quantized is None and n.inputs[0].name not in hessians]
     if missing:
         raise WeightQuantError(f"no Hessian for MatMul input(s) {', '.join(missing[:3])}")
 
     result = WeightOnlyResult(None, config)
     graph = model.graph
+    fallback = []
     for node in targets:
-        w = weights[id(node)]
+        w = _weight(node)
         label = node.outputs[0].name or node.name
-        if config.algo == "gptq":
-            qw = quantize_gptq(w, hessians[node.inputs[0].name], config, label)  # type: ignore[index]
-        else:
+        qw = quantized.get(fingerprint(w)) if quantized is not None else None
+        if qw is None and quantized is not None:
+            fallback.append(label)
+            qw = quantize_rtn(w, config, label)
+        elif qw is None and needs_hessians(config):
+            qw = quantize_layer(torch.tensor(w), torch.as_tensor(hessians[node.inputs[0].name]), config, label)
+        elif qw is None:
             qw = quantize_rtn(w, config, label)
         _replace(graph, node, qw, config, label)
         result.quantized.append(label)
         result.float_bytes += w.size * 4
         levels = qw.blocks * qw.group_size * qw.q.shape[0] + (0 if qw.symmetric else qw.zero_points.size)
         result.quantized_bytes += levels * qw.bits // 8 + qw.scales.size * 4
+    if fallback:
+        log.warning("%d MatMul weight(s) not found in the torch model were rounded to nearest: %s",
+                    len(fallback), ", ".join(fallback[:3]))
     _drop_unused_initializers(graph)
     if config.format == "matmulnbits":
         model.opset_imports.setdefault(MS_DOMAIN, 1)
@@ -180,12 +201,82 @@ def quantize_weights(
     config: WeightOnlyConfig,
     calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
     hessians: Mapping[str, np.ndarray] | None = None,
+    *,
+    source: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
 ) -> WeightOnlyResult:
-    """Quantize the MatMul weights of ``model`` and save it to ``output`` (atomically)."""
+    """Quantize the MatMul weights of ``model`` and save it to ``output`` (atomically).
+
+    GPTQ/HERA run sequentially on the torch model ``source`` (a HF folder; default: the folder the
+    export recorded) when there is one: see converter.llm.sequential. Without a source model (or
+    with ``hessians``), Hessians come from the float ONNX model, all at once.
+    """
+    t0 = time.perf_counter()
     ir_model = load_model(model)
-    result = quantize_model(ir_model, config, calibration, hessians)
-    result.path = atomic_write(output, lambda tmp: save_ir_loadable(ir_model, tmp))
+    quantized = None
+    if needs_hessians(config) and hessians is None:
+        folder = Path(source) if source is not None else (
+            None if isinstance(model, ir.Model) else _source_dir(model))
+        if folder is not None:
+            if calibration is None:
+                raise WeightQuantError("GPTQ needs calibration data (text for a causal LM)")
+            wanted = _wanted(ir_model, config)
+            if not isinstance(model, ir.Model):  # the ONNX model is read again afterwards: one model in memory at a time
+                del ir_model
+                gc.collect()
+            quantized = _quantize_torch(wanted, folder, config, calibration, progress)
+            if not isinstance(model, ir.Model):
+                ir_model = load_model(model)
+        else:
+            log.warning("no source model folder: GPTQ Hessians come from the float ONNX model (not sequential)")
+    result = quantize_model(ir_model, config, calibration, hessians, quantized)
+    del quantized
+    held = [ir_model]  # the writer drops the last reference once saved, before ONNX Runtime loads the file
+    del ir_model
+
+    def write(tmp: Path) -> None:
+        from ..loadcheck import ensure_loads
+
+        ir.save(held.pop(), tmp)
+        gc.collect()
+        ensure_loads(tmp)
+
+    result.path = atomic_write(output, write if not isinstance(model, ir.Model) else
+                               lambda tmp: save_ir_loadable(model, tmp))
+    result.seconds = time.perf_counter() - t0
     return result
+
+
+def _source_dir(model: str | os.PathLike[str]) -> Path | None:
+    from ..models import source_model_dir
+
+    return source_model_dir(model)
+
+
+def _wanted(ir_model: ir.Model, config: WeightOnlyConfig) -> set[str]:
+    """Fingerprints of the MatMul weights to quantize."""
+    from .sequential import fingerprint
+
+    _check_exclude(ir_model, config.exclude)
+    return {fingerprint(_weight(n)) for n in find_weight_matmuls(ir_model, config.exclude)}
+
+
+def _quantize_torch(wanted: set[str], folder: Path, config: WeightOnlyConfig,
+                    calibration: Iterable[Mapping[str, np.ndarray]], progress: bool | None) -> dict[str, QuantizedWeight] | None:
+    """Levels for the weights ``wanted`` from sequential GPTQ/HERA on the torch model in ``folder``."""
+    from .export import load_causal_lm
+    from .sequential import quantize_sequential
+
+    try:
+        torch_model, _ = load_causal_lm(folder)
+    except ExportError as exc:
+        log.warning("%s: GPTQ Hessians come from the float ONNX model instead (not sequential)", exc)
+        return None
+    try:
+        return quantize_sequential(torch_model, calibration, config, wanted, progress=progress)
+    finally:
+        del torch_model
+        gc.collect()
 
 
 def lm_calibration(
