@@ -274,3 +274,21 @@ def test_precision_choices(qdq_cnn: Path, tmp_path: Path, cli) -> None:
         assert m.provider_options["TensorrtExecutionProvider"]["trt_fp16_enable"] == enabled
         assert m.build["precision"] == (precision or "fp16")
     assert read_manifest(build(qdq_cnn, "ort-cpu", tmp_path / "c.cpu.onnx").manifest).build["precision"] == "fp32"
+
+
+def test_small_vocabulary_model_builds(tmp_path: Path) -> None:
+    """The build's check feeds token ids below the smallest table the inputs index (a 200-token vocabulary
+    failed with 'indices element out of data bounds' when ids went up to 1000)."""
+    import torch
+    import transformers
+
+    from converter.build import build
+    from converter.export import export_hf
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=32)
+    transformers.BertModel(config).eval().save_pretrained(tmp_path / "bert")
+    fp32 = export_hf(tmp_path / "bert", tmp_path / "bert.onnx").path
+    result = build(fp32, "ort-cuda", tmp_path / "bert.cuda.onnx")
+    assert dict(result.fusions).get("Attention") == 1 and result.precision == "fp16"
