@@ -107,13 +107,19 @@ def _external_files(staged: Path) -> dict[str, str]:
     return {data.name: "external-data"} if data.is_file() else {}
 
 
+_ID_PRESERVING = frozenset({"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Cast", "Expand"})
+
+
 def _token_limit(model: "onnx.ModelProto") -> int | None:  # noqa: F821
     """Rows of the smallest table a graph input indexes (Gather of an initializer by the input): token ids
     fed to the check must stay below it (a small-vocabulary model has fewer rows than synthetic ids reach)."""
     rows = {t.name: t.dims[0] for t in model.graph.initializer if len(t.dims) >= 1}
-    graph_inputs = {i.name for i in model.graph.input}
+    ids = {i.name for i in model.graph.input}
+    for n in model.graph.node:  # the ids keep their values through reshapes (GPT-2 gathers a view of them)
+        if n.op_type in _ID_PRESERVING and n.input and n.input[0] in ids:
+            ids.update(n.output)
     limits = [rows[n.input[0]] for n in model.graph.node
-              if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] in graph_inputs and n.input[0] in rows]
+              if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] in ids and n.input[0] in rows]
     return min(limits) if limits else None
 
 
