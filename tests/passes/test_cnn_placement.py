@@ -115,7 +115,10 @@ def test_se_block_holds_fp32_tolerance(tmp_path) -> None:
     model = _se_block()
     q = quantize(model, calibrate_table(model, _batches(3, 4)), QuantConfig())
     assert {"c1", "s"}.isdisjoint(_q_inputs(q))  # quantized after their Relu, not before
-    assert optimized_op_types(q, tmp_path)["QLinearConv"] >= 3
+    ops = optimized_op_types(q, tmp_path)
+    assert ops["QLinearConv"] >= 3
+    # the gate and its product run as integer kernels between the Convs, not float between DQ and Q
+    assert ops["QLinearSigmoid"] == 1 and ops["QLinearMul"] == 1 and ops["Sigmoid"] == ops["Mul"] == 0
     feeds = _batches(8, 1)[0]
     ref, exact, fused = run(model, feeds)[0], run_exact(q, feeds)["y"], run(q, feeds)[0]
     assert np.abs(exact - ref).max() < 0.05 * np.abs(ref).max()
@@ -209,3 +212,22 @@ def test_excluded_conv_keeps_float_weights_under_ort() -> None:
     # every channel of the float depthwise output, small ones included, keeps its values when fused
     per_channel = np.abs(fused[1] - ref[1]).max(axis=(0, 2, 3)) / np.abs(ref[1]).max(axis=(0, 2, 3))
     assert per_channel.max() < 0.1, per_channel
+
+
+def test_rotary_style_products_outside_convs_stay_float() -> None:
+    """Elementwise rules apply to Conv feature maps only: a 4-D product of two activations that no Conv
+    produced (rotary embeddings' q * cos in attention) is not quantized."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("Reshape", ["q", "heads"], ["qh"]),
+        helper.make_node("Cos", ["angle"], ["cos"]),
+        helper.make_node("Mul", ["qh", "cos"], ["rot"]),
+        helper.make_node("Sigmoid", ["rot"], ["y"]),
+    ]
+    inits = {"wq": _w(rng, 8, 8), "heads": np.array([0, 2, 4, 2], np.int64)}
+    model = make_model(nodes, {"x": ["batch", 4, 8], "angle": ["batch", 2, 4, 2]}, ["y"], inits)
+    config = QuantConfig()
+    m = preprocess(ir.from_proto(model), config)
+    QDQPlacementPass(config)(m)
+    assert {n.op_type for n in m.graph if plan_of(n) is not None} == {"MatMul"}
