@@ -70,9 +70,10 @@ def command(model: Path, calib: Path | None, data: str, num_samples: int | None,
     batches = list(open_model_data(model, specs, data, num_samples, batch_size, max_length, tokenizer))
     table = CalibrationTable.load(calib) if calib else calibrate(model, batches, progress=on_terminal())
     with bar(None, "sensitivity", unit="variant") as shown:
-        def step(done: int, total: int) -> None:
+        def step(done: int, total: int) -> None:  # few, slow steps: draw each (tqdm skips updates within 0.1 s)
             shown.total = total
             shown.update(done - shown.n)
+            shown.refresh()
 
         report = analyze(table_quantizer(model, table), Evaluator(model, batches), QuantConfig(), metric,
                          modes=modes or ("without", "alone"), progress=step)
