@@ -71,7 +71,7 @@ def _dequantize_past(graph: ir.Graph, index: int) -> tuple[ir.Value, ir.Value]:
     cast = ir.node("Cast", [q], attributes={"to": ir.DataType.FLOAT}, name=f"{name}/Cast")
     mul = ir.node("Mul", [cast.outputs[0], scale], name=f"{name}/Dequantize")
     old.replace_all_uses_with(mul.outputs[0])
-    mul.outputs[0].name, mul.outputs[0].type, mul.outputs[0].shape = old.name, old.type, old.shape
+    mul.outputs[0].name, mul.outputs[0].type, mul.outputs[0].shape = f"{name}/dequantized", old.type, old.shape
     graph.inputs[index] = q
     graph.inputs.insert(index + 1, scale)
     graph.insert_before(graph.node(0), [cast, mul])
@@ -90,7 +90,7 @@ def _appended_past(present: ir.Value, pasts: dict[str, ir.Value]) -> tuple[str, 
     return past, node.inputs[1], axis
 
 
-def _quantize(graph: ir.Graph, x: ir.Value, name: str, consts: dict[str, ir.Value]) -> tuple[list[ir.Node], ir.Value, ir.Value]:
+def _quantize(x: ir.Value, name: str, consts: dict[str, ir.Value]) -> tuple[list[ir.Node], ir.Value, ir.Value]:
     """Nodes quantizing ``x`` per token and head: (nodes, int8 values, scales [..., 1])."""
     nodes = [ir.node("Abs", [x], name=f"{name}/Abs")]
     nodes.append(ir.node("ReduceMax", [nodes[-1].outputs[0], consts["axes"]], attributes={"keepdims": 1},
@@ -113,13 +113,13 @@ def _quantize_present(graph: ir.Graph, index: int, consts: dict[str, ir.Value],
     old.name = f"{name}/float"
     if appended is not None:  # int8 past ++ quantized new tokens
         past, new, axis = appended
-        nodes, q_new, s_new = _quantize(graph, new, name, consts)
+        nodes, q_new, s_new = _quantize(new, name, consts)
         past_q, past_scale = pasts[past]
         nodes.append(ir.node("Concat", [past_q, q_new], attributes={"axis": axis}, name=f"{name}/Concat"))
         nodes.append(ir.node("Concat", [past_scale, s_new], attributes={"axis": axis}, name=f"{name}/ConcatScale"))
         q, scale = nodes[-2].outputs[0], nodes[-1].outputs[0]
     else:
-        nodes, q, scale = _quantize(graph, old, name, consts)
+        nodes, q, scale = _quantize(old, name, consts)
     q.name, q.type, q.shape = name, ir.TensorType(ir.DataType.INT8), old.shape
     scale.name, scale.type, scale.shape = name + SCALE_SUFFIX, ir.TensorType(ir.DataType.FLOAT), _scale_shape(old.shape)
     graph.outputs[index] = q
