@@ -30,6 +30,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cnn import session_options  # noqa: E402  (timed alternately, exact = fusions off)
 from zoo_models import FAST, MODELS, SIZES, ZooModel  # noqa: E402
 
 log = logging.getLogger("zoo")
@@ -60,19 +61,6 @@ class Row:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:240]
-
-
-def session_options(threads: int, exact: bool = False):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # models are timed alternately
-    if exact:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return so
 
 
 def cosine(ref: np.ndarray, out: np.ndarray) -> float:
