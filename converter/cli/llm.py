@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .outputs import check_outputs, force_option
+from .quantize import parse_smoothquant
 from .target_options import cpu_option
 
 
@@ -142,18 +143,6 @@ def perplexity_cmd(model: Path, data: str, context: int, tokenizer: str | None) 
     click.echo(f"perplexity {result.perplexity:.3f} over {result.tokens} tokens ({result.seconds:.1f}s)")
 
 
-def _alpha(value: str) -> float | str | None:
-    if value in ("auto", "off"):
-        return None if value == "off" else "auto"
-    try:
-        alpha = float(value)
-    except ValueError:
-        raise click.BadParameter(f"expected auto, off or a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= alpha <= 1.0:
-        raise click.BadParameter(f"alpha must be in [0, 1], got {alpha}")
-    return alpha
-
-
 @click.command("quantize-w8a8")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .onnx file.")
@@ -191,7 +180,7 @@ def quantize_w8a8_cmd(model: Path, output: Path, data: str, alpha: str, alpha_se
 
     check_outputs([(output, "onnx")], [model, data], force)
     try:
-        config = W8A8Config(alpha=_alpha(alpha), alpha_search=alpha_search, method=method, percentile=percentile,
+        config = W8A8Config(alpha=parse_smoothquant(alpha), alpha_search=alpha_search, method=method, percentile=percentile,
                             lm_head=lm_head == "int8", attention=attention == "int8", num_samples=num_samples,
                             seq_len=max_length, cpu=cpu, exclude=exclude, fallback=fallback,
                             fallback_error=fallback_error)

@@ -11,7 +11,8 @@ from .outputs import check_outputs, force_option
 from .target_options import cpu_option, target_option
 
 
-def _parse_smoothquant(value: str | None) -> float | str | None:
+def parse_smoothquant(value: str | None) -> float | str | None:
+    """``--smoothquant``: off/none -> None, auto, or an alpha in [0, 1] (a usage error otherwise)."""
     if value is None or value.lower() in ("off", "none"):
         return None
     if value.lower() == "auto":
@@ -113,7 +114,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
                    f"in {result.seconds:.1f}s")
         return
     with one_line_errors():
-        sq = _parse_smoothquant(smoothquant)
+        sq = parse_smoothquant(smoothquant)
         if calib is None and data is None:
             raise click.UsageError("give --calib TABLE.json or --data SOURCE")
         config = QuantConfig(smoothquant=sq, target=target, cpu=cpu, quantize_attention=quantize_attention,
