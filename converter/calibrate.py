@@ -26,6 +26,7 @@ from converter.calib.build import make_range, recompute
 from converter.calib.collector import Collector, load_model, open_engine, plan_tensors
 from converter.calib.config import CalibConfig, CalibConfigError
 from converter.calib.table import CalibrationDataError, CalibrationError, CalibrationTable
+from converter.pipeline import quantizable_tensors
 
 __all__ = ["CalibConfig", "CalibConfigError", "CalibrationDataError", "CalibrationError", "CalibrationTable",
            "calibrate", "recompute"]
@@ -50,7 +51,10 @@ def calibrate(
     if config.collects_histograms:
         kernels.warm_up()  # loads the compiled kernels while the model loads
     source = load_model(model)
-    plan = plan_tensors(source.proto, config, tensors, source.path.parent if source.path else None)
+    quantizable = []
+    if tensors is None and config.scope == "quantizable":
+        quantizable = quantizable_tensors(source.proto, source.path.parent if source.path else None)
+    plan = plan_tensors(source.proto, config, tensors, quantizable)
     label, digest = source.label, source.digest
     batches = iter(data)
     first = next(batches, None)

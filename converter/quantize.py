@@ -21,7 +21,7 @@ from .calib.table import CalibrationError, CalibrationTable
 if TYPE_CHECKING:
     from .calib.config import CalibConfig
 from .errors import ModelFileError
-from .passes import pipeline
+from . import pipeline
 from .passes.qdq_placement import needed_tensors
 from .quant.config import QuantConfig
 from .quant.errors import QuantizationError

@@ -1,4 +1,8 @@
-"""The backend-neutral Engine contract and `Engine.load`, which picks a backend for an artifact."""
+"""The backend-neutral Engine contract and `Engine.load`, which picks a backend for an artifact.
+
+Backends subclass ``Engine`` with a ``backend`` name and so register themselves; the ``runtime``
+package imports every backend module, so this module never imports one (no import cycle).
+"""
 from __future__ import annotations
 
 import abc
@@ -17,6 +21,15 @@ from .validate import validate_feeds
 log = logging.getLogger(__name__)
 
 _TENSORRT_SUFFIXES = (".engine", ".plan")
+_BACKENDS: dict[str, type["Engine"]] = {}
+
+
+def backend_class(name: str) -> type["Engine"]:
+    """The registered ``Engine`` subclass for a backend name (``onnxruntime``, ``tensorrt``)."""
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise EngineError(f"unknown runtime backend {name!r}; known: {', '.join(sorted(_BACKENDS))}") from None
 
 
 class Engine(abc.ABC):
@@ -26,6 +39,10 @@ class Engine(abc.ABC):
     """
 
     backend: str = "abstract"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _BACKENDS[cls.backend] = cls
 
     _inputs: list[TensorSpec]  # set by each backend when it loads
     _outputs: list[TensorSpec]
@@ -77,8 +94,7 @@ class Engine(abc.ABC):
         to ONNX Runtime. A folder must hold exactly one build manifest (one `qdq build` output).
         Explicit ``providers`` override the manifest's.
         """
-        from .ort import OrtEngine
-
+        onnxruntime = backend_class("onnxruntime")
         if isinstance(model, (str, os.PathLike)):
             from .manifest import locate, manifest_in_folder
 
@@ -91,16 +107,14 @@ class Engine(abc.ABC):
             backend = manifest.backend if manifest else (
                 "tensorrt" if artifact.suffix.lower() in _TENSORRT_SUFFIXES else "onnxruntime")
             if backend == "tensorrt":
-                from .tensorrt import TensorRTEngine
-
                 if providers or session_options is not None:
                     log.info("%s is a TensorRT engine: providers/session options are ignored", artifact)
-                return TensorRTEngine(artifact, manifest=manifest)
+                return backend_class("tensorrt")(artifact, manifest=manifest)
             provider_options = None
             if manifest is not None:
                 provider_options = manifest.resolved_provider_options(artifact.parent)
                 if not providers:
                     providers = list(manifest.providers)
-            return OrtEngine(artifact, providers=providers, session_options=session_options,
+            return onnxruntime(artifact, providers=providers, session_options=session_options,
                              provider_options=provider_options, allow_fallback=allow_fallback)
-        return OrtEngine(model, providers=providers, session_options=session_options, allow_fallback=allow_fallback)
+        return onnxruntime(model, providers=providers, session_options=session_options, allow_fallback=allow_fallback)

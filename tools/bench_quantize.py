@@ -119,7 +119,7 @@ def bench_minilm(args: argparse.Namespace, work: Path) -> list[dict[str, object]
     import onnx_ir as ir
 
     from converter.models import resolve_model
-    from converter.passes import pipeline
+    from converter import pipeline
     from converter.quant.config import QuantConfig
     from converter.quantize import quantize, save_model
     from runtime import Engine

@@ -25,7 +25,6 @@ from ..graph_outputs import add_outputs
 from . import kernels
 from .config import CalibConfig
 from .observers import ChannelAbsMaxObserver, Histogram, HistogramObserver, MinMaxObserver
-from .quantizable import quantizable_tensors
 from .table import CalibrationError
 
 if TYPE_CHECKING:
@@ -153,16 +152,17 @@ def _graph_facts(proto: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]
 
 
 def plan_tensors(proto: onnx.ModelProto, config: CalibConfig, tensors: Sequence[str] | None = None,
-                 base_dir: Path | None = None) -> Plan:
+                 quantizable: Sequence[str] = ()) -> Plan:
     """Pick the tensors to calibrate: ``tensors``, else the ``config.scope`` set (see ``CalibConfig``).
 
-    ``base_dir``: the model's folder (for weights stored as external data).
+    ``quantizable``: the tensors quantize's placement needs (``converter.pipeline.quantizable_tensors``),
+    the ``scope="quantizable"`` set.
     """
     types, ranks, constants, dynamic = _graph_facts(proto)
     g = proto.graph
     is_act = lambda t: bool(t) and t in dynamic and types.get(t) in FLOAT_TYPES  # noqa: E731
     if tensors is None and config.scope == "quantizable":
-        chosen = [t for t in quantizable_tensors(proto, base_dir) if is_act(t)]
+        chosen = [t for t in quantizable if is_act(t)]
         if not chosen:
             raise CalibrationError(
                 "the model has no tensor `qdq quantize` can quantize (float activations into MatMul, Gemm "

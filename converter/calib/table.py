@@ -1,6 +1,7 @@
 """CalibrationTable: per-tensor ranges from calibration, saved as JSON or a TensorRT calibration cache."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import struct
@@ -51,6 +52,11 @@ class CalibrationTable:
     channel_absmax: dict[str, np.ndarray] = field(default_factory=dict)
     channel_mean: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def copy(self) -> "CalibrationTable":
+        """A copy whose dicts can be changed without touching this table."""
+        return CalibrationTable(tensors=dict(self.tensors), channel_absmax=dict(self.channel_absmax),
+                                channel_mean=dict(self.channel_mean), meta=copy.deepcopy(self.meta))
 
     def __contains__(self, name: str) -> bool:
         return name in self.tensors

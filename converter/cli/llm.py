@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .outputs import check_outputs, force_option
-from .quantize import parse_smoothquant
+from .smoothquant_option import parse_smoothquant
 from .target_options import cpu_option
 
 

@@ -8,22 +8,8 @@ import click
 from .data_options import data_options, open_model_data
 from .errors import one_line_errors
 from .outputs import check_outputs, force_option
+from .smoothquant_option import parse_smoothquant
 from .target_options import cpu_option, target_option
-
-
-def parse_smoothquant(value: str | None) -> float | str | None:
-    """``--smoothquant``: off/none -> None, auto, or an alpha in [0, 1] (a usage error otherwise)."""
-    if value is None or value.lower() in ("off", "none"):
-        return None
-    if value.lower() == "auto":
-        return "auto"
-    try:
-        alpha = float(value)
-    except ValueError:
-        raise click.BadParameter(f"expected a number in [0, 1] or 'auto', got {value!r}") from None
-    if not 0.0 <= alpha <= 1.0:
-        raise click.BadParameter(f"alpha must be in [0, 1], got {alpha}")
-    return alpha
 
 
 def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:

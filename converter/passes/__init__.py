@@ -1,4 +1,4 @@
 """Graph passes on onnx-ir for static INT8: preprocessing, SmoothQuant, QDQ placement and insertion.
 
-``pipeline`` strings them together; ``converter.quantize`` is the public entry point.
+``converter.pipeline`` strings them together; ``converter.quantize`` is the public entry point.
 """

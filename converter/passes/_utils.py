@@ -1,10 +1,24 @@
-"""Small onnx-ir helpers shared by the passes: constants, initializers, unique names."""
+"""Small onnx-ir helpers shared by the passes: running passes, constants, initializers, unique names."""
 from __future__ import annotations
 
 import itertools
 
 import numpy as np
 import onnx_ir as ir
+from onnx_ir.passes import PassError, PassManager
+
+
+def run_passes(passes: list, model: ir.Model) -> ir.Model:
+    """Run passes in order; errors raised inside a pass surface as themselves, not as PassError."""
+    try:
+        return PassManager(passes)(model).model
+    except PassError as exc:
+        cause = exc
+        while isinstance(cause, PassError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if cause is exc:
+            raise
+        raise cause from None
 
 
 def const_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:

@@ -6,9 +6,6 @@
   (``converter.smoothquant.capture.capture``).
 - ``auto``: the step ``converter.quantize`` runs (choose alphas, float fallback, smooth, re-calibrate),
   shared by the encoder path (``qdq quantize --smoothquant``) and the LM W8A8 path (``converter.llm.w8a8``).
-
-The old module paths (``converter.passes.smoothquant``, ``converter.quant.autosmooth``,
-``converter.quant.capture``) re-export from here.
 """
 from .search import MAX_ROWS, MIN_BENEFIT, choose_alphas, group_error
 from .smoothing import (

@@ -13,12 +13,13 @@ import numpy as np
 import onnx_ir as ir
 
 from ..calib.table import CalibrationTable
+from ..passes.qdq_placement import needed_tensors
 from ..progress import bar
 from ..quant.config import QuantConfig
 from ..quant.errors import QuantizationError
 from . import capture as capture_module
 from .search import choose_alphas
-from .smoothing import can_absorb, find_groups
+from .smoothing import can_absorb, find_groups, smooth
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,11 @@ def apply(m: ir.Model, table: CalibrationTable, config: QuantConfig, data: list[
           progress: bool = False) -> tuple[ir.Model, CalibrationTable, QuantConfig]:
     """Smooth ``m`` as ``config.smoothquant`` asks; returns the model, a table updated for the smoothed
     tensors (a copy) and the config (with the layers ``auto_float_error`` keeps float excluded)."""
-    from ..passes import pipeline
-
     cache = {} if cache is None else cache
     alphas = choose(m, table, config, data, cache, progress)
     if config.auto_float_error is not None and isinstance(alphas, dict):
         config = float_fallback(m, config, cache.get("errors", {}), alphas)
-    m, table = pipeline.smooth(m, table, config, alphas)
+    m, table = smooth(m, table, config, alphas)
     if alphas is not None and data:
         table = recalibrate_smoothed(m, table, config, data, calibrate, progress)
     return m, table, config
@@ -91,8 +90,6 @@ def recalibrate_smoothed(m: ir.Model, table: CalibrationTable, config: QuantConf
                          data: list[dict[str, np.ndarray]], calibrate: Calibrate,
                          progress: bool = False) -> CalibrationTable:
     """Re-measure ranges of tensors that SmoothQuant changed, on the smoothed float model."""
-    from ..passes.qdq_placement import needed_tensors
-
     stale = [n for n, r in table.tensors.items() if r.method.endswith("+smoothquant")]
     needed = set(needed_tensors(m, config))
     stale = [n for n in stale if n in needed]

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
+from onnx_ir.passes.common import TopologicalSortPass
 
 from ..calib.table import CalibrationError, CalibrationTable
 from ..quant.config import QuantConfig
 from ..quant.rules import rule_for
 from ..passes._utils import (
+    run_passes,
     add_initializer,
     const_array,
     is_float32,
@@ -299,6 +301,15 @@ class SmoothQuantPass(InPlacePass):
             self.table.tensors[name] = dataclasses.replace(
                 base, name=name, lo=lo, hi=hi, scale=amax / 127.0 if amax > 0 else 1.0,
                 histogram=None, method=f"{base.method}+smoothquant")
+
+
+def smooth(model: ir.Model, table: CalibrationTable, config: QuantConfig,
+           alphas: float | Mapping[str, float | None] | None) -> tuple[ir.Model, CalibrationTable]:
+    """Apply SmoothQuant (no-op when ``alphas`` is None); returns the model and an updated copy of ``table``."""
+    table = table.copy()
+    if alphas is None:
+        return model, table
+    return run_passes([SmoothQuantPass(table, alphas, config), TopologicalSortPass()], model), table
 
 
 def smoothed_range(lo: float, hi: float, absmax: np.ndarray, s: np.ndarray) -> tuple[float, float]:

@@ -9,7 +9,7 @@ from onnx import helper
 from int8_numerics import assert_fused_close, run_exact
 from qdq_graphs import calibrate_table, make_model, optimized_op_types, run
 
-from converter.passes.pipeline import preprocess
+from converter.pipeline import preprocess
 from converter.passes.qdq_placement import QDQPlacementPass, plan_of, required_tensors
 from converter.quant.config import QuantConfig
 from converter.quantize import quantize

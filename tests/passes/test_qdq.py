@@ -10,7 +10,7 @@ from int8_numerics import assert_fused_close, run_exact
 from qdq_graphs import calibrate_table, make_model, optimized_op_types, run
 
 from converter.calib.table import CalibrationError
-from converter.passes.pipeline import copy_table, preprocess
+from converter.pipeline import preprocess
 from converter.passes.qdq_placement import QDQPlacementPass, plan_of, required_tensors
 from converter.quant.config import QuantConfig
 from converter.quantize import quantize
@@ -123,7 +123,7 @@ def test_conv_gets_int32_bias_and_becomes_qlinearconv(tmp_path) -> None:
 
 def test_missing_tensor_is_named() -> None:
     model = _attention_like()
-    table = copy_table(calibrate_table(model, _feeds(1)))
+    table = calibrate_table(model, _feeds(1)).copy()
     del table.tensors["res"]
     with pytest.raises(CalibrationError, match="'res'"):
         quantize(model, table, QuantConfig())

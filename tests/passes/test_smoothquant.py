@@ -9,7 +9,7 @@ from onnx import helper
 from qdq_graphs import calibrate_table, make_model, run
 
 from converter.calib.table import CalibrationError, CalibrationTable
-from converter.passes.pipeline import copy_table, preprocess, smooth
+from converter.pipeline import preprocess, smooth
 from converter.smoothquant import smoothing_scales
 from converter.quant.config import QuantConfig
 from converter.quant.errors import QuantizationError
@@ -133,7 +133,7 @@ def test_folds_into_previous_conv_through_relu() -> None:
 
 def test_needs_channel_maxima() -> None:
     model = _ln_two_matmuls()
-    table = copy_table(calibrate_table(model, _batches((2, 3, C))))
+    table = calibrate_table(model, _batches((2, 3, C))).copy()
     table.channel_absmax.clear()
     with pytest.raises(CalibrationError, match="per-channel"):
         smooth(preprocess(ir.from_proto(model), CFG), table, CFG, 0.5)
