@@ -12,9 +12,11 @@ import numpy as np
 from .cpu import saturation_warning
 from .engine import Engine
 from .errors import BackendUnavailableError, EngineError
+from .outputs import KINDS, file_kind
 from .specs import TensorSpec
 
 log = logging.getLogger(__name__)
+_NOT_MODELS = ("npz", "html", "json", "text")  # sniffed kinds ONNX Runtime cannot load
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -105,13 +107,11 @@ def _source_and_label(model: Any) -> tuple[Any, str]:
 
 def _check_file_kind(path: Path) -> None:
     """Reject files that are plainly not ONNX / ORT models before ORT produces a cryptic message."""
-    size = path.stat().st_size
-    if size == 0:
+    kind = file_kind(path)
+    if kind == "empty":
         raise EngineError(f"{path} is empty; expected an ONNX model (.onnx) or ORT-format model (.ort)")
-    with path.open("rb") as fh:
-        head = fh.read(16)
-    if head.lstrip().startswith((b"{", b"<", b"#", b"PK")) or head.startswith(b"\x7fELF"):
-        raise EngineError(f"{path} is not an ONNX model (it looks like a text, archive or binary file)")
+    if kind in _NOT_MODELS:
+        raise EngineError(f"{path} is not an ONNX model (it is {KINDS[kind]})")
 
 
 _WARNED: set[str] = set()
