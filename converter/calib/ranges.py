@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ..quant.scheme import activation_qparams
 from .observers import Histogram
 from .table import CalibrationError
 
@@ -23,16 +24,13 @@ _KL_COARSE = 512  # thresholds tried in the first pass of the entropy search
 
 
 def quant_params(lo: float, hi: float, symmetric: bool) -> tuple[float, int, str]:
-    """``(scale, zero_point, qtype)`` for a range; scale is rounded to float32 as ONNX stores it."""
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    if symmetric:
-        amax = max(-lo, hi)
-        scale = amax / 127.0 if amax > 0 else 1.0
-        return float(np.float32(scale)), 0, "int8"
-    scale = (hi - lo) / 255.0 if hi > lo else 1.0
-    scale = float(np.float32(scale))
-    zero_point = min(255, max(0, int(round(-lo / scale))))
-    return scale, zero_point, "uint8"
+    """``(scale, zero_point, qtype)`` for a range, as quantize computes them (``quant.scheme``); scale is
+    float32 as ONNX stores it, 1.0 for an all-zero range."""
+    qtype = "int8" if symmetric else "uint8"
+    if not min(lo, 0.0) < max(hi, 0.0):
+        return 1.0, 0, qtype
+    qp = activation_qparams(lo, hi, qtype)
+    return float(qp.scale), int(qp.zero_point), qtype
 
 
 def _finish(lo: float, hi: float, symmetric: bool) -> tuple[float, float]:

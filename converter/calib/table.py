@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ..quant.scheme import activation_qparams
+
 FORMAT = "qdq.calibration/1"
 
 
@@ -138,7 +140,7 @@ class CalibrationTable:
         """Write a TensorRT calibration cache: one ``name: <scale as big-endian float32 hex>`` line per tensor."""
         lines = [header]
         for name, r in sorted(self.tensors.items()):
-            scale = r.amax / 127.0 if r.amax > 0 else 1.0
+            scale = float(activation_qparams(-r.amax, r.amax, "int8").scale) if r.amax > 0 else 1.0
             lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
         return _atomic_write_text(Path(path), "\n".join(lines) + "\n")
 

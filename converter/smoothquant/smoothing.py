@@ -24,6 +24,7 @@ import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 from onnx_ir.passes.common import TopologicalSortPass
 
+from ..calib.ranges import quant_params
 from ..calib.table import CalibrationError, CalibrationTable
 from ..quant.config import QuantConfig
 from ..quant.rules import rule_for
@@ -297,9 +298,8 @@ class SmoothQuantPass(InPlacePass):
             if base is None:
                 continue
             lo, hi = smoothed_range(base.lo, base.hi, a, s)
-            amax = max(-lo, hi)
             self.table.tensors[name] = dataclasses.replace(
-                base, name=name, lo=lo, hi=hi, scale=amax / 127.0 if amax > 0 else 1.0,
+                base, name=name, lo=lo, hi=hi, scale=quant_params(lo, hi, symmetric=True)[0],
                 histogram=None, method=f"{base.method}+smoothquant")
 
 
