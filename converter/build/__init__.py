@@ -17,16 +17,14 @@ from pathlib import Path
 
 from runtime.manifest import TARGETS, manifest_path_for
 
+from ..targets.build import UnknownBuildTarget, build_target
+
 from .config import BuildConfig, BuildError, ShapeRange
 from .profiles import parse_shapes
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BuildConfig", "BuildError", "BuildResult", "ShapeRange", "TARGETS", "build", "parse_shapes", "output_path"]
-
-_DEFAULT_SUFFIX = {"ort-cpu": ".cpu.onnx", "ort-cuda": ".cuda.onnx", "ort-trt": ".trt.onnx",
-                   "ort-edge": ".ort", "tensorrt": ".engine"}
-
 
 @dataclass(frozen=True)
 class BuildResult:
@@ -53,14 +51,14 @@ class BuildResult:
 def output_path(model: Path, target: str, output: str | os.PathLike[str] | None) -> Path:
     """The artifact path for ``output``: a file path with the target's suffix, or a folder to put it in
     (an existing folder or a suffix-less path; the artifact is then named after the model)."""
-    suffixes = TARGETS[target][1]
+    spec = build_target(target)
     stem = model.name[: -len(model.suffix)] if model.suffix else model.name
     if output is None or Path(output).is_dir() or not Path(output).suffix:
         folder = Path(output) if output is not None else model.parent
-        return folder / f"{stem}{_DEFAULT_SUFFIX[target]}"
+        return folder / f"{stem}{spec.suffix}"
     out = Path(output)
-    if out.suffix.lower() not in suffixes:
-        raise BuildError(f"output {out} for target {target} must end with {' or '.join(suffixes)} "
+    if out.suffix.lower() not in spec.suffixes:
+        raise BuildError(f"output {out} for target {target} must end with {' or '.join(spec.suffixes)} "
                          "(Engine.load picks the backend from it)")
     return out
 
@@ -78,8 +76,10 @@ def build(model_path: str | os.PathLike[str], target: str, output: str | os.Path
     from .staging import commit
 
     config = config or BuildConfig()
-    if target not in TARGETS:
-        raise BuildError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    try:
+        spec = build_target(target)
+    except UnknownBuildTarget as exc:
+        raise BuildError(str(exc)) from None
     source = Path(model_path)
     model = load_onnx(source, load_external_data=False)
     out = output_path(source, target, output)
@@ -111,7 +111,7 @@ def build(model_path: str | os.PathLike[str], target: str, output: str | os.Path
             result = build_ort(source, staged, target, config, model, inputs)
         result.build.update(_profile_facts(model, target, config))
         result.build["precision"] = precision
-        if TARGETS[target][0] == "onnxruntime":
+        if spec.backend == "onnxruntime":
             # the artifact must load before it replaces anything; its specs are what Engine.load will report
             with OrtEngine(staged) as check:
                 inputs, outputs = check.input_specs, check.output_specs
@@ -134,7 +134,7 @@ def _profile_facts(model, target: str, config: BuildConfig) -> dict[str, str]:  
     if recorded:
         facts["quant_profile"] = recorded
         facts["int8_exact_needs_vnni"] = meta.get(METADATA_KEYS["exact_needs_vnni"], "0")
-    if target in ("ort-cpu", "ort-edge"):
+    if build_target(target).for_cpu:
         cpu = get_profile("ort-cpu", config.cpu)  # a family without VNNI has a scheme that needs none
         facts["cpu"] = cpu.cpu
         if recorded in PROFILES and PROFILES[recorded].exact_needs_vnni and not cpu.exact_needs_vnni:

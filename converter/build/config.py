@@ -10,10 +10,6 @@ ShapeRange = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 """(min, opt, max) shape of one input for a TensorRT optimization profile."""
 
 
-PRECISION_DEFAULT = {"ort-cpu": "fp32", "ort-edge": "fp32", "ort-cuda": "fp16", "ort-trt": "fp16", "tensorrt": "fp32"}
-"""Float precision per target when ``--precision`` is not given (tensorrt: fp16 with ``--fp16``)."""
-
-
 class BuildError(ConverterError):
     """A build could not produce its artifact (bad options, unsupported model, backend failure)."""
 
@@ -35,7 +31,8 @@ class BuildConfig:
     provider_options: extra ONNX Runtime provider options, merged over the defaults the target records.
     edge_platform: ort-edge only: ``arm`` (allow int8 QDQ kernels) or ``amd64``; default portable.
     type_reduction: ort-edge only: also record per-op types in the reduced-ops config.
-    precision: ``fp16`` or ``fp32`` for the float layers (None: the target's default, ``PRECISION_DEFAULT``):
+    precision: ``fp16`` or ``fp32`` for the float layers (None: the target's default,
+        ``converter.targets.build``):
         ort-cuda converts the fused model to FP16; ort-trt / tensorrt enable TensorRT's FP16 kernels;
         ort-cpu / ort-edge run FP32 only. Recorded in the manifest.
     cpu: ort-cpu / ort-edge: the CPU family the artifact is for (``auto``: this machine), recorded in the
@@ -73,8 +70,11 @@ class BuildConfig:
         """``fp16`` or ``fp32`` for ``target``: ``precision``, else ``--fp16``, else the target's default."""
         if self.precision == "fp32" and self.fp16:
             raise BuildError("--fp16 and --precision fp32 contradict each other; give one")
-        precision = self.precision or ("fp16" if self.fp16 else PRECISION_DEFAULT.get(target, "fp32"))
-        if precision == "fp16" and target in ("ort-cpu", "ort-edge"):
+        from ..targets.build import build_target
+
+        spec = build_target(target)
+        precision = self.precision or ("fp16" if self.fp16 else spec.precision)
+        if precision == "fp16" and not spec.fp16:
             raise BuildError(f"{target} runs FP32 (or the model's INT8); --precision fp16 is for ort-cuda, ort-trt "
                              "and tensorrt")
         return precision

@@ -61,7 +61,8 @@ def build_cuda(source: Path, staged: Path, config: BuildConfig, model: "onnx.Mod
     from onnxruntime.transformers.optimizer import optimize_model
 
     from .attention import fuse_attention
-    from .ort import PROVIDERS, optimize, provider_options, uses_external_data
+    from ..targets.build import build_target
+    from .ort import optimize, provider_options, uses_external_data
 
     refuse_qdq(model, source)  # build() refuses before staging; kept for direct callers
     level = config.opt_level or "basic"
@@ -94,7 +95,7 @@ def build_cuda(source: Path, staged: Path, config: BuildConfig, model: "onnx.Mod
         log.warning("ort-cuda: %s has Softmax nodes but no attention block was fused; the GPU runs it unfused",
                     source)
     return StagedBuild(
-        providers=list(PROVIDERS["ort-cuda"]),
+        providers=list(build_target("ort-cuda").providers),
         provider_options=provider_options("ort-cuda", config, inputs, Path(staged.name).stem),
         side_files=_external_files(staged),
         build={"optimization_level": level, "optimized_with": "onnxruntime " + _ort_version(),

@@ -17,18 +17,13 @@ from pathlib import Path
 
 from runtime.specs import TensorSpec
 
+from ..targets.build import CUDA, TRT_EP, build_target
 from .config import BuildConfig, BuildError
 from .profiles import ort_profile_options, resolve_profiles
 from .staging import StagedBuild
 
 log = logging.getLogger(__name__)
 
-PROVIDERS = {
-    "ort-cpu": ["CPUExecutionProvider"],
-    "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-}
-DEFAULT_LEVEL = {"ort-cpu": "extended", "ort-cuda": "basic", "ort-trt": "basic"}
 
 
 def _level(name: str) -> "onnxruntime.GraphOptimizationLevel":  # noqa: F821
@@ -68,15 +63,16 @@ def provider_options(target: str, config: BuildConfig, inputs: list[TensorSpec],
     """Provider options recorded for ``target``; relative ``*_path`` values are relative to the artifact."""
     dev = str(config.device_id)
     opts: dict[str, dict[str, str]] = {}
-    if target in ("ort-cuda", "ort-trt"):
-        opts["CUDAExecutionProvider"] = {"device_id": dev}
-    if target == "ort-trt":
+    providers = build_target(target).providers
+    if CUDA in providers:
+        opts[CUDA] = {"device_id": dev}
+    if TRT_EP in providers:
         cache = f"{stem}.trt_cache"
         trt = {
             "device_id": dev,
             # INT8 kernels from the model's Q/DQ scales (explicit quantization; no calibration table)
             "trt_int8_enable": "True",
-            "trt_fp16_enable": str(config.resolved_precision("ort-trt") == "fp16"),
+            "trt_fp16_enable": str(config.resolved_precision(target) == "fp16"),
             "trt_engine_cache_enable": "True",
             "trt_engine_cache_path": cache,
             "trt_timing_cache_enable": "True",
@@ -88,7 +84,7 @@ def provider_options(target: str, config: BuildConfig, inputs: list[TensorSpec],
         if config.shapes:  # otherwise the EP derives profiles from the shapes it sees
             trt.update(ort_profile_options(resolve_profiles(inputs, config.shapes, config.default_batch,
                                                             config.default_dim)))
-        opts["TensorrtExecutionProvider"] = trt
+        opts[TRT_EP] = trt
     for provider, extra in config.provider_options.items():
         opts.setdefault(provider, {}).update({str(k): str(v) for k, v in extra.items()})
     return opts
@@ -97,10 +93,11 @@ def provider_options(target: str, config: BuildConfig, inputs: list[TensorSpec],
 def build_ort(source: Path, staged: Path, target: str, config: BuildConfig, model: "onnx.ModelProto",  # noqa: F821
               inputs: list[TensorSpec]) -> StagedBuild:
     """Optimize ``source`` for ``target`` into ``staged`` (a path in the staging folder)."""
-    level = config.opt_level or DEFAULT_LEVEL[target]
-    if target != "ort-cpu" and level != "basic":
+    spec = build_target(target)
+    level = config.opt_level or spec.opt_level
+    if not spec.for_cpu and level != "basic":
         log.warning("%s: optimization level %s applies CPU-provider rewrites; the model may not run fully "
-                    "on the %s provider", target, level, PROVIDERS[target][0])
+                    "on the %s provider", target, level, spec.providers[0])
     if target == "ort-cpu" and level == "all":
         log.warning("ort-cpu at level all includes the NCHWc layout, tied to this machine's CPU")
     external = f"{staged.name}.data" if uses_external_data(model) else None
@@ -108,7 +105,7 @@ def build_ort(source: Path, staged: Path, target: str, config: BuildConfig, mode
     optimize(source, staged, level, external)
     side = {external: "external-data"} if external and (staged.parent / external).is_file() else {}
     return StagedBuild(
-        providers=list(PROVIDERS[target]),
+        providers=list(spec.providers),
         provider_options=provider_options(target, config, inputs, Path(staged.name).stem),
         side_files=side,
         build={"optimization_level": level, "optimized_with": "onnxruntime " + _ort_version()},

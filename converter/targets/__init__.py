@@ -6,7 +6,8 @@
 
 Quantization (placement, insertion), ``qdq check``, ``qdq build`` and the CLI read the same profile,
 so ``quantize --target X`` writes what ``check --target X`` accepts. Adding a target is one module
-with a ``PROFILES`` tuple, listed in ``_MODULES``, plus its test.
+with a ``PROFILES`` tuple, listed in ``_MODULES``, plus its test. What ``qdq build`` writes for each
+build target (suffix, providers, precision, which profile's INT8 it runs) is ``converter.targets.build``.
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ from converter.quant.config import QuantConfig
 from converter.quant.errors import QuantizationError
 from converter.quantize import quantize
 from converter.targets import PROFILES, get_profile, host_cpu_family
+from converter.targets.build import BUILD_TARGETS, build_target
+from runtime.manifest import TARGETS as ARTIFACTS
 from runtime.cpu import CpuInt8, cpu_int8, saturation_warning
 
 AVX2 = CpuInt8("x86_64", frozenset({"avx2"}))
@@ -56,6 +58,18 @@ def test_registry_resolves_cpu_families() -> None:
     assert host_cpu_family() == expected == get_profile("ort-cpu", "auto").cpu
     with pytest.raises(QuantizationError, match="unknown cpu 'avx9'"):
         QuantConfig(cpu="avx9")
+
+
+def test_every_build_target_has_one_entry_that_names_a_known_int8_profile() -> None:
+    """`qdq build`'s targets are data: every artifact kind the runtime loads has one entry, and a target that
+    runs INT8 names the quantize profile whose Q/DQ its backend fuses (ort-cuda has none: INT8 is refused)."""
+    assert set(BUILD_TARGETS) == set(ARTIFACTS)
+    for spec in BUILD_TARGETS.values():
+        assert spec.int8_profile is None or spec.int8_profile in {p.name for p in PROFILES.values()}
+        assert spec.suffix.endswith(spec.suffixes) and (spec.precision == "fp32" or spec.fp16)
+    assert build_target("ort-cuda").int8_profile is None and build_target("ort-cuda").precision == "fp16"
+    with pytest.raises(ValueError, match="unknown target 'ort-npu'; choose one of ort-cpu"):
+        build_target("ort-npu")
 
 
 @pytest.mark.parametrize("cpu", ["avx2", "portable"])
