@@ -19,6 +19,8 @@ from ..quant.config import QuantConfig
 from .cleanup import StripNanGuardsPass
 from .embeddings import QuantizeEmbeddingsPass
 from .fold_weights import FoldWeightTransposePass
+from .global_pool import GlobalPoolPass
+from .hard_activations import HardActivationsPass
 from .insert_qdq import InsertQDQPass
 from .ort_cpu import ResidualSumPass
 from .qdq_placement import QDQPlacementPass
@@ -37,6 +39,10 @@ def preprocess(model: ir.Model, config: QuantConfig) -> ir.Model:
         passes.append(StripNanGuardsPass())
     if config.profile.residual_sum and config.avoid_skip_layernorm:
         passes.append(ResidualSumPass())
+    if config.profile.hard_activations_as_conv:
+        passes.append(HardActivationsPass(config))
+    if config.profile.reduce_mean_as_pool:
+        passes.append(GlobalPoolPass())
     passes += [RemoveUnusedNodesPass(), TopologicalSortPass()]
     return run_passes(passes, model)
 
