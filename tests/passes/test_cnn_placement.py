@@ -304,3 +304,24 @@ def test_hardswish_after_an_excluded_conv_stays_float() -> None:
     m = preprocess(ir.from_proto(_hard_block()), config)
     types = {n.name: n.op_type for n in m.graph}
     assert types["hswish1"] == "HardSwish" and types["hswish2"] == "Mul"
+
+
+def test_only_spatial_means_with_kept_dims_become_pools() -> None:
+    """ReduceMean over H, W of a 4-D map with kept dims is GlobalAveragePool; a mean over channels, over the
+    last axis of a 3-D tensor (RMSNorm), or without kept dims stays ReduceMean."""
+    from converter.passes.global_pool import GlobalPoolPass
+
+    nodes = [helper.make_node("ReduceMean", ["x", "hw"], ["a"], name="spatial"),
+             helper.make_node("ReduceMean", ["x", "hw"], ["b"], keepdims=0, name="flat"),
+             helper.make_node("ReduceMean", ["x", "c"], ["d"], name="channels"),
+             helper.make_node("ReduceMean", ["t", "last"], ["e"], name="rms")]
+    inits = {"hw": np.array([-2, -1], np.int64), "c": np.array([1], np.int64), "last": np.array([-1], np.int64)}
+    model = make_model(nodes, {"x": ["batch", 4, 6, 6], "t": ["batch", 5, 8]}, ["a", "b", "d", "e"], inits)
+    m = ir.from_proto(model)
+    GlobalPoolPass()(m)
+    assert {n.name: n.op_type for n in m.graph} == {"spatial": "GlobalAveragePool", "flat": "ReduceMean",
+                                                    "channels": "ReduceMean", "rms": "ReduceMean"}
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32),
+             "t": np.ones((2, 5, 8), np.float32)}
+    for got, want in zip(run(ir.to_proto(m), feeds), run(model, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
