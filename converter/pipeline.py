@@ -24,6 +24,8 @@ from .passes._utils import run_passes
 from .passes.cleanup import StripNanGuardsPass
 from .passes.embeddings import QuantizeEmbeddingsPass
 from .passes.fold_weights import FoldWeightTransposePass
+from .passes.global_pool import GlobalPoolPass
+from .passes.hard_activations import HardActivationsPass
 from .passes.insert_qdq import InsertQDQPass
 from .passes.ort_cpu import ResidualSumPass
 from .passes.qdq_placement import QDQPlacementPass, needed_tensors
@@ -46,6 +48,10 @@ def preprocess(model: ir.Model, config: QuantConfig) -> ir.Model:
         passes.append(StripNanGuardsPass())
     if config.profile.residual_sum and config.avoid_skip_layernorm:
         passes.append(ResidualSumPass())
+    if config.profile.hard_activations_as_conv:
+        passes.append(HardActivationsPass(config))
+    if config.profile.reduce_mean_as_pool:
+        passes.append(GlobalPoolPass())
     passes += [RemoveUnusedNodesPass(), TopologicalSortPass()]
     return run_passes(passes, model)
 

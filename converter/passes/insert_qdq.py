@@ -9,6 +9,7 @@ E[x] per input channel from the table's ``channel_mean``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 
@@ -41,16 +42,54 @@ _DQ_FLAG = "qdq.dequantized"
 
 def lookup_range(table: CalibrationTable, value: ir.Value) -> TensorRange | None:
     """The calibrated range of ``value``; for outputs of scale-sharing ops (Reshape, Transpose,
-    MaxPool...) missing from the table, the range of the nearest calibrated input upstream."""
+    MaxPool...) missing from the table, the range of the nearest calibrated input upstream; for outputs of
+    monotone maps of one calibrated input (``_derived_range``), that input's range mapped."""
     v: ir.Value | None = value
     while v is not None:
         if v.name in table.tensors:
             return table.tensors[v.name]
         producer = v.producer()
-        if producer is None or producer.op_type not in SCALE_SHARING_OPS or not producer.inputs:
+        if producer is None or not producer.inputs or producer.inputs[0] is None:
             return None
+        if producer.op_type not in SCALE_SHARING_OPS:
+            return _derived_range(table, producer, v)
         v = producer.inputs[0]
     return None
+
+
+def _derived_range(table: CalibrationTable, node: ir.Node, out: ir.Value) -> TensorRange | None:
+    """The range of ``out`` from its input's when ``node`` maps values monotonically per channel: Clip with
+    constant bounds, and a 1x1 depthwise Conv without padding (``w_c * x + b_c``: the HardSigmoid gates of
+    ``passes.hard_activations``, which calibration on the original model never saw)."""
+    if node.domain not in ("", "ai.onnx") or node.op_type not in ("Clip", "Conv"):
+        return None
+    src = lookup_range(table, node.inputs[0])
+    if src is None:
+        return None
+    lo, hi = np.float64(src.lo), np.float64(src.hi)
+    if node.op_type == "Clip":
+        bounds = [-np.inf, np.inf]
+        for k in (1, 2):
+            if k < len(node.inputs) and node.inputs[k] is not None:
+                bound = const_array(node.inputs[k])
+                if bound is None:
+                    return None  # a computed bound
+                bounds[k - 1] = float(bound)
+        lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
+    else:
+        w = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        group = node.attributes.get_int("group", 1)
+        pads = node.attributes.get_ints("pads", ())
+        if (w is None or w.ndim != 4 or w.shape[1:] != (1, 1, 1) or w.shape[0] != group or any(pads)
+                or node.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID")):
+            return None
+        bias = const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else 0.0
+        if len(node.inputs) > 2 and node.inputs[2] is not None and bias is None:
+            return None
+        w = w.reshape(-1).astype(np.float64)
+        ends = np.stack([w * lo, w * hi]) + np.asarray(bias, np.float64)
+        lo, hi = ends.min(), ends.max()
+    return dataclasses.replace(src, name=out.name or src.name, lo=float(lo), hi=float(hi), histogram=None)
 
 
 def _float_source(value: ir.Value | None) -> ir.Value | None:

@@ -27,6 +27,14 @@ Policy (measured on ONNX Runtime 1.32 CPU, AVX512-VNNI, all-MiniLM-L6-v2; see
   inputs and output quantized, which ORT runs as ``QLinearSigmoid`` / ``QLinearMul`` between QLinearConvs
   (an SE/SiLU net at batch 8: 0.91x FP32 with them float, 1.25x quantized). Not in transformers: the rule
   needs 4-D values that trace back to a Conv (``_on_feature_maps``), so rotary products stay float.
+* HardSwish / HardSigmoid on Conv feature maps, ort-cpu only: ORT has no integer kernel for them, so
+  preprocessing writes them as a 1x1 depthwise Conv + Clip (+ Mul) (``passes.hard_activations``), which
+  the Conv and Mul rules quantize: ``QLinearConv`` + ``QLinearMul`` (MobileNetV3 at batch 8: 0.83x FP32 with
+  HardSwish in float, 1.4-1.6x rewritten). Spatial ReduceMean becomes GlobalAveragePool
+  (``passes.global_pool``); pools of feature maps are quantized in and out (``QLinearGlobalAveragePool``).
+  TensorRT fuses Conv + HardSwish itself: its graphs keep the ops.
+* LeakyRelu (and Sigmoid) after a Conv do not fold (``rules.OUTPUT_FOLDING_OPS``): the Conv's output and
+  the next layer's input are quantized, which ORT runs as ``QLinearConv`` + ``QLinearLeakyRelu``.
 * Never quantized: inputs of Softmax, residual/mask Add, LayerNorm and other range-hostile ops
   (``rules.RANGE_HOSTILE_OPS``): only the ops in the rule registry get Q/DQ.
 """

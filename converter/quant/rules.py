@@ -143,4 +143,14 @@ for _op, _inputs in (("Sigmoid", (0,)), ("Mul", (0, 1))):
 """SiLU (``x * Sigmoid(x)``) and squeeze-and-excitation gates (``x * Sigmoid(fc(pool(x)))``) between
 quantized Convs. Left float, each costs a DequantizeLinear, two float passes and a QuantizeLinear over a
 full feature map: an SE/SiLU net (``tools/zoo.py``, se-silu-net) ran INT8 at 148 ms vs FP32 108 ms at batch
-8; onnxruntime's quantize_static, which quantizes them, 84 ms."""
+8; onnxruntime's quantize_static, which quantizes them, 84 ms. HardSwish and HardSigmoid have no rule: ORT has no
+integer kernel for them, so for ort-cpu preprocessing writes them as depthwise Conv + Clip + Mul
+(``passes.hard_activations``), which the Conv and Mul rules cover."""
+for _op in ("GlobalAveragePool", "AveragePool"):
+    register(OpRule(_op, weight=None, quantize_output=True, feature_map_only=True))
+"""Pools of Conv feature maps (squeeze-and-excitation, classifier heads): ``QLinearGlobalAveragePool`` /
+``QLinearAveragePool`` on ORT CPU. Between two quantized layers ORT forms them from the neighbours' Q/DQ
+anyway; the rule also covers a pool whose consumer quantizes only after a Flatten or Reshape (a head
+``GlobalAveragePool -> Flatten -> Gemm`` otherwise pools in float after a DequantizeLinear). Spatial
+``ReduceMean`` (torch's ``adaptive_avg_pool2d``) is written as ``GlobalAveragePool`` first
+(``passes.global_pool``). MaxPool shares its input's scale (``SCALE_SHARING_OPS``)."""

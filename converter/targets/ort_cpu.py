@@ -22,7 +22,8 @@ ArgMax InstanceNormalization Relu Clip Identity DepthToSpace SpaceToDepth Tile E
 """.split())
 
 _COMMON = dict(name="ort-cpu", label="ONNX Runtime (CPU)", backend="onnxruntime", activation_dtype="uint8",
-               quantize_attention=True, quantize_outputs=True, residual_sum=True, fuses=FUSES)
+               quantize_attention=True, quantize_outputs=True, residual_sum=True,
+               hard_activations_as_conv=True, reduce_mean_as_pool=True, fuses=FUSES)
 
 PROFILES = (
     TargetProfile(cpu="vnni", weight_bits=8, exact_needs_vnni=True, **_COMMON,

@@ -17,7 +17,10 @@ class TargetProfile:
     exact only where u8xs8 dot products are (VNNI, AMX, ARM); on other x86 CPUs they saturate.
     Placement: ``quantize_attention`` (activation x activation MatMuls), ``quantize_outputs``
     (weighted ops' outputs, so ORT runs QLinear* kernels end to end), ``residual_sum`` (residual
-    adds written as Sum: ORT's CPU SkipLayerNormalization is slow), ``embeddings`` (int8 tables
+    adds written as Sum: ORT's CPU SkipLayerNormalization is slow), ``hard_activations_as_conv``
+    (HardSwish/HardSigmoid on Conv feature maps written as depthwise Conv + Clip + Mul, which have integer
+    kernels: ``passes.hard_activations``), ``reduce_mean_as_pool`` (spatial ReduceMean on 4-D maps written as
+    GlobalAveragePool, which has an integer kernel: ``passes.global_pool``), ``embeddings`` (int8 tables
     dequantized after the lookup, per channel, or before it as a constant). The ``check_*`` fields say what
     ``qdq check`` enforces.
     """
@@ -35,6 +38,8 @@ class TargetProfile:
     quantize_attention: bool = True
     quantize_outputs: bool = False
     residual_sum: bool = False
+    hard_activations_as_conv: bool = False
+    reduce_mean_as_pool: bool = False
     embeddings: str = "after-lookup"  # int8 tables dequantized after the Gather, or "weight-only" before it
     # what `qdq check` enforces
     check_symmetric_only: bool = False  # every zero point must be 0

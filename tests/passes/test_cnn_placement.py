@@ -231,3 +231,97 @@ def test_rotary_style_products_outside_convs_stay_float() -> None:
     m = preprocess(ir.from_proto(model), config)
     QDQPlacementPass(config)(m)
     assert {n.op_type for n in m.graph if plan_of(n) is not None} == {"MatMul"}
+
+
+# -- MobileNetV3-style activations: HardSwish, hard-sigmoid SE, pooled gates, LeakyRelu ----------------------
+def _hard_block() -> onnx.ModelProto:
+    """Conv -> HardSwish -> depthwise Conv -> HardSwish -> SE (ReduceMean -> Conv -> Relu -> Conv -> HardSigmoid
+    -> Mul) -> Conv -> LeakyRelu -> Conv -> ReduceMean -> Flatten -> Gemm, as torch exports MobileNetV3."""
+    rng = np.random.default_rng(11)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="stem"),
+        helper.make_node("HardSwish", ["c1"], ["h1"], name="hswish1"),
+        helper.make_node("Conv", ["h1", "wd", "bd"], ["c2"], pads=[1, 1, 1, 1], group=C, name="dwconv"),
+        helper.make_node("HardSwish", ["c2"], ["h2"], name="hswish2"),
+        helper.make_node("ReduceMean", ["h2", "hw"], ["pooled"], name="se_pool"),
+        helper.make_node("Conv", ["pooled", "ws", "bs"], ["s"], name="se_reduce"),
+        helper.make_node("Relu", ["s"], ["sr"]),
+        helper.make_node("Conv", ["sr", "we", "be"], ["e"], name="se_expand"),
+        helper.make_node("HardSigmoid", ["e"], ["gate"], alpha=1.0 / 6, beta=0.5, name="se_gate"),
+        helper.make_node("Mul", ["h2", "gate"], ["scaled"], name="se_mul"),
+        helper.make_node("Conv", ["scaled", "wp", "bp"], ["c3"], name="project"),
+        helper.make_node("LeakyRelu", ["c3"], ["l3"], alpha=0.1, name="leaky"),
+        helper.make_node("Conv", ["l3", "wo", "bo"], ["c4"], name="out_conv"),
+        helper.make_node("ReduceMean", ["c4", "hw"], ["p4"], name="head_pool"),
+        helper.make_node("Flatten", ["p4"], ["f4"]),
+        helper.make_node("Gemm", ["f4", "wf", "bf"], ["y"], transB=1, name="classifier"),
+    ]
+    inits = {"w1": _w(rng, C, 3, 3, 3), "b1": _w(rng, C, scale=2.0), "wd": _w(rng, C, 1, 3, 3, scale=1.0),
+             "bd": _w(rng, C), "hw": np.array([2, 3], np.int64), "ws": _w(rng, 4, C, 1, 1), "bs": _w(rng, 4),
+             "we": _w(rng, C, 4, 1, 1), "be": _w(rng, C), "wp": _w(rng, 8, C, 1, 1), "bp": _w(rng, 8),
+             "wo": _w(rng, 8, 8, 1, 1), "bo": _w(rng, 8), "wf": _w(rng, 5, 8), "bf": _w(rng, 5)}
+    return make_model(nodes, {"x": ["batch", 3, 12, 12]}, ["y"], inits)
+
+
+def test_hard_activations_and_pools_run_on_integer_kernels(tmp_path) -> None:
+    """ort-cpu: HardSwish/HardSigmoid become depthwise Conv + Clip (+ Mul), spatial ReduceMean becomes
+    GlobalAveragePool, so ONNX Runtime runs the whole block as QLinear* kernels: nothing is dequantized to
+    float between layers (before, each HardSwish ran in float between a DQ and a Q). The gates' ranges
+    come from their inputs' calibrated ranges: the table is calibrated on the original model."""
+    model = _hard_block()
+    table = calibrate_table(model, _batches(12, 4))
+    assert "c1" in table.tensors and not any("gate" in name and name != "gate" for name in table.tensors)
+    q = quantize(model, table, QuantConfig())
+    assert {n.op_type for n in q.graph.node}.isdisjoint({"HardSwish", "HardSigmoid", "ReduceMean"})
+    ops = optimized_op_types(q, tmp_path)
+    assert ops["QLinearConv"] == 6 + 3, ops  # 6 Convs + one gate Conv per HardSwish/HardSigmoid
+    assert ops["QLinearMul"] == 3 and ops["QLinearGlobalAveragePool"] == 2 and ops["QLinearLeakyRelu"] == 1, ops
+    float_ops = {"HardSigmoid", "HardSwish", "Mul", "Clip", "ReduceMean", "GlobalAveragePool", "LeakyRelu", "Conv"}
+    assert not float_ops & {op for op, n in ops.items() if n}, ops
+    assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 0, ops  # the input; QGemm outputs float
+    feeds = _batches(13, 1)[0]
+    ref, exact, fused = run(model, feeds)[0], run_exact(q, feeds)["y"], run(q, feeds)[0]
+    assert np.abs(exact - ref).max() < 0.05 * np.abs(ref).max()
+    assert_fused_close(fused, exact)
+
+
+def test_tensorrt_keeps_hardswish_and_passes_its_check() -> None:
+    """The rewrites are ort-cpu's (profile fields): TensorRT fuses Conv + HardSwish itself, and its output
+    still passes ``check --target tensorrt``."""
+    from converter.check import check_model
+
+    model = _hard_block()
+    table = calibrate_table(model, _batches(12, 4), symmetric=True)
+    q = quantize(model, table, QuantConfig(target="tensorrt"))
+    types = [n.op_type for n in q.graph.node]
+    assert types.count("HardSwish") == 2 and types.count("HardSigmoid") == 1 and types.count("ReduceMean") == 2
+    assert check_model(q, "tensorrt").ok
+
+
+def test_hardswish_after_an_excluded_conv_stays_float() -> None:
+    """No gate Conv is added where the producing Conv is kept float (its output is not quantized)."""
+    config = QuantConfig(exclude_nodes=("stem",))
+    m = preprocess(ir.from_proto(_hard_block()), config)
+    types = {n.name: n.op_type for n in m.graph}
+    assert types["hswish1"] == "HardSwish" and types["hswish2"] == "Mul"
+
+
+def test_only_spatial_means_with_kept_dims_become_pools() -> None:
+    """ReduceMean over H, W of a 4-D map with kept dims is GlobalAveragePool; a mean over channels, over the
+    last axis of a 3-D tensor (RMSNorm), or without kept dims stays ReduceMean."""
+    from converter.passes.global_pool import GlobalPoolPass
+
+    nodes = [helper.make_node("ReduceMean", ["x", "hw"], ["a"], name="spatial"),
+             helper.make_node("ReduceMean", ["x", "hw"], ["b"], keepdims=0, name="flat"),
+             helper.make_node("ReduceMean", ["x", "c"], ["d"], name="channels"),
+             helper.make_node("ReduceMean", ["t", "last"], ["e"], name="rms")]
+    inits = {"hw": np.array([-2, -1], np.int64), "c": np.array([1], np.int64), "last": np.array([-1], np.int64)}
+    model = make_model(nodes, {"x": ["batch", 4, 6, 6], "t": ["batch", 5, 8]}, ["a", "b", "d", "e"], inits)
+    m = ir.from_proto(model)
+    GlobalPoolPass()(m)
+    assert {n.name: n.op_type for n in m.graph} == {"spatial": "GlobalAveragePool", "flat": "ReduceMean",
+                                                    "channels": "ReduceMean", "rms": "ReduceMean"}
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32),
+             "t": np.ones((2, 5, 8), np.float32)}
+    for got, want in zip(run(ir.to_proto(m), feeds), run(model, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
