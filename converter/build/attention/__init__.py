@@ -30,7 +30,7 @@ import onnx
 from onnx import helper
 
 from .emit import MS_DOMAIN, Match, emit
-from .graph import Graph, strip_scale
+from .graph import Graph, exclusive, strip_scale
 from .layout import head_operand, key_operand, width
 from .scores import context, scores
 
@@ -66,10 +66,12 @@ def _match(g: Graph, softmax: onnx.NodeProto) -> Match | None:
     if not heads or not hidden or hidden % heads:
         return None
     for term in sc.biases:  # attention_bias is 4-D, broadcast over batch and heads only
-        dims = g.dims(term)
+        dims = [0] * 4 if term.reshape else g.dims(term.tensor)
         if (dims is None and len(sc.biases) > 1) or (dims is not None and len(dims) != 4):
             return None
-    return Match(softmax, ctx, q, k, v, per_head, heads, scale, sc.biases)
+    private = not per_head and exclusive(g, q.bsd, sc.qk.input[0]) and exclusive(g, k.bsd, sc.qk.input[1]) \
+        and exclusive(g, v.bsd, ctx.pv.input[1])
+    return Match(softmax, ctx, q, k, v, per_head, private, heads, scale, sc.biases)
 
 
 def _softmaxes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:

@@ -9,7 +9,7 @@ from onnx import helper, numpy_helper
 
 from .graph import Graph
 from .layout import Operand, projection
-from .scores import Context
+from .scores import Context, Term
 
 MS_DOMAIN = "com.microsoft"
 
@@ -22,9 +22,10 @@ class Match:
     k: Operand
     v: Operand
     per_head: bool  # K and V given as [B,N,S,H] (rotary / repeated KV heads); else all three [B,S,N*H]
+    exclusive: bool  # nothing else reads Q, K or V on their way from the projections (else packing them repeats work)
     heads: int
     scale: float
-    biases: tuple[str, ...]
+    biases: tuple[Term, ...]
 
 
 @dataclass
@@ -40,17 +41,18 @@ def emit(g: Graph, m: Match, index: int) -> Emitted:
     one width, else ``MultiHeadAttention``; the additive terms summed into its ``attention_bias``."""
     name = f"{m.softmax.name or 'softmax'}_fused_attention_{index}"
     nodes: list[onnx.NodeProto] = []
-    bias = _sum(m.biases, name, nodes)
+    inits: list[onnx.TensorProto] = []
+    bias = _sum(g, m.biases, name, nodes, inits)
     output, removes = _output(g, m.context, name)
     attrs = {"num_heads": m.heads, "scale": float(m.scale)}
     projections = [projection(g, o.bsd) if o.bsd else None for o in (m.q, m.k, m.v)]
-    same_input = not m.per_head and all(projections) and len({p[0] for p in projections}) == 1
+    same_input = not m.per_head and all(projections) and len({p[0] for p in projections}) == 1 and m.exclusive
     if same_input and len({p[1].shape[1] for p in projections}) == 1:
         x, dtype = projections[0][0], projections[0][1].dtype
         weight = np.concatenate([p[1] for p in projections], axis=1).astype(dtype)
         packed = np.concatenate([p[2] if p[2] is not None else np.zeros(p[1].shape[1], dtype) for p in projections])
         w_name, b_name = f"{name}.qkv_weight", f"{name}.qkv_bias"
-        inits = [numpy_helper.from_array(weight, w_name), numpy_helper.from_array(packed.astype(dtype), b_name)]
+        inits += [numpy_helper.from_array(weight, w_name), numpy_helper.from_array(packed.astype(dtype), b_name)]
         nodes.append(helper.make_node("Attention", _trim([x, w_name, b_name, "", "", bias]), [output], name=name,
                                       domain=MS_DOMAIN, **attrs))
         return Emitted(nodes, inits, "Attention", removes)
@@ -61,18 +63,29 @@ def emit(g: Graph, m: Match, index: int) -> Emitted:
         inputs = [m.q.bsd, m.k.bsd, m.v.bsd]
     nodes.append(helper.make_node("MultiHeadAttention", _trim([*inputs, "", "", bias]), [output], name=name,
                                   domain=MS_DOMAIN, **attrs))
-    return Emitted(nodes, [], "MultiHeadAttention", removes)
+    return Emitted(nodes, inits, "MultiHeadAttention", removes)
 
 
-def _sum(terms: tuple[str, ...], name: str, nodes: list[onnx.NodeProto]) -> str:
+def _sum(g: Graph, terms: tuple[Term, ...], name: str, nodes: list[onnx.NodeProto],
+         inits: list[onnx.TensorProto]) -> str:
     """One tensor for the additive terms (broadcast [B|1, N|1, S, T] each): Add nodes when there are several."""
-    if not terms:
-        return ""
-    total = terms[0]
-    for i, term in enumerate(terms[1:]):
-        out = f"{name}.bias_{i}"
-        nodes.append(helper.make_node("Add", [total, term], [out], name=out))
-        total = out
+    total = ""
+    for i, term in enumerate(terms):
+        value = term.tensor
+        if term.fill:  # masked fill -> additive: Where(cond, 0, fill) or Where(cond, fill, 0)
+            zero = f"{name}.zero_{i}"
+            inits.append(numpy_helper.from_array(np.zeros((), g.const(term.fill).dtype), zero))
+            value = f"{name}.mask_{i}"
+            branches = [term.fill, zero] if term.fill_first else [zero, term.fill]
+            nodes.append(helper.make_node("Where", [term.tensor, *branches], [value], name=value))
+        if term.reshape:
+            nodes.append(helper.make_node("Reshape", [value, term.reshape], [f"{name}.split_{i}"],
+                                          name=f"{name}.split_{i}"))
+            value = f"{name}.split_{i}"
+        if total:
+            nodes.append(helper.make_node("Add", [total, value], [f"{name}.bias_{i}"], name=f"{name}.bias_{i}"))
+            value = f"{name}.bias_{i}"
+        total = value
     return total
 
 

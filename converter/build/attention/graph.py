@@ -73,3 +73,22 @@ def strip_scale(g: Graph, name: str) -> tuple[str, float]:
         else:
             break
     return name, scale
+
+
+def exclusive(g: Graph, start: str, end: str, limit: int = 8) -> bool:
+    """Every tensor on the single-input chain from ``start`` to ``end`` (both included) has one reader (Shape
+    nodes aside): fusing the chain away leaves nothing of it computed for someone else."""
+    name = end
+    for _ in range(limit):
+        if name != end and g.only_consumer(name) is None:
+            return False
+        if name == start:
+            return True
+        node = g.make(name)
+        if node is None:
+            return False
+        data = [i for i in node.input[:1 if node.op_type in ("Reshape", "Transpose") else 2] if g.const(i) is None]
+        if len(data) != 1:
+            return False
+        name = data[0]
+    return False

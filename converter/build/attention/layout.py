@@ -65,7 +65,12 @@ def _stated(g: Graph, name: str) -> tuple[int | None, int | None]:
 
 
 def head_operand(g: Graph, name: str) -> Operand:
-    """Q or V as the scores read them ([B, N, S, H])."""
+    """Q or V as the scores read them ([B, N, S, H], or [B*N, S, H] merged from it)."""
+    node = g.make(name)
+    if node is not None and node.op_type == "Reshape" and _merges_leading(g, node.input[1]):
+        dims = g.dims(node.input[0])
+        if dims is not None and len(dims) == 4:
+            name = node.input[0]
     heads, size = _stated(g, name)
     found = to_heads(g, name)
     if found is None:
@@ -95,6 +100,13 @@ def key_operand(g: Graph, name: str) -> tuple[Operand, float] | None:
         if operand.bsd is None and (dims is None or len(dims) != 4):
             return None
         return operand, scale * s
+    if node.op_type == "Transpose" and perm(node) == [0, 2, 1]:  # [B*N,H,S] from [B*N,S,H] (DeBERTa)
+        inner, s = strip_scale(g, node.input[0])
+        merge = g.make(inner)
+        if merge is None or merge.op_type != "Reshape" or not _merges_leading(g, merge.input[1]):
+            return None
+        operand = head_operand(g, inner)
+        return (operand, scale * s) if operand.bnsh != inner else None
     # dynamo: Reshape([B,N,H,S]) <- Transpose(0,2,1) <- Reshape([B*N,S,H]) <- [B,N,S,H]
     if node.op_type == "Reshape":
         tr = g.make(node.input[0])

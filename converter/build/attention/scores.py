@@ -7,14 +7,29 @@ from dataclasses import dataclass
 import onnx
 
 from .graph import Graph, perm, strip_scale
-from .layout import heads_reshape
+from .layout import _merges_leading, heads_reshape
+
+
+FILL_LIMIT = -1e30
+"""A masked fill at or below this (torch.finfo(float32).min, -inf) is exactly additive in FP32: x + fill
+rounds to fill for any score, so a row that is masked entirely stays uniform as with the fill itself."""
+
+
+@dataclass(frozen=True)
+class Term:
+    """One additive term of the scores, as the fused op's ``attention_bias`` needs it."""
+
+    tensor: str  # the term, or the condition of a masked fill
+    fill: str = ""  # Where(cond, scores, fill) [fill_first=False] or Where(cond, fill, scores): the fill constant
+    fill_first: bool = False
+    reshape: str = ""  # the shape that splits batch and heads again (DeBERTa computes [B*N, S, T] scores)
 
 
 @dataclass(frozen=True)
 class Scores:
-    qk: onnx.NodeProto  # MatMul(Q [B,N,S,H], Kᵀ [B,N,H,T])
+    qk: onnx.NodeProto  # MatMul(Q [B,N,S,H], Kᵀ [B,N,H,T]) (or batch and heads merged: [B*N,S,H] @ [B*N,H,T])
     scale: float  # scalar factors between that MatMul and the first additive term
-    biases: tuple[str, ...]  # additive terms (relative-position bias, padding / causal mask), outermost last
+    biases: tuple[Term, ...]  # additive terms (relative-position bias, padding / causal mask)
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,8 @@ def _reaches_qk(g: Graph, name: str, depth: int = 4) -> bool:
         return False
     if node.op_type == "MatMul":
         return True
+    if node.op_type == "Reshape":
+        return _reaches_qk(g, node.input[0], depth - 1)
     return node.op_type == "Add" and any(_reaches_qk(g, i, depth - 1) for i in node.input)
 
 
@@ -39,15 +56,28 @@ def scores(g: Graph, softmax: onnx.NodeProto) -> Scores | None:
     axis = next((a.i for a in softmax.attribute if a.name == "axis"), -1)
     if axis not in (-1, 3):
         return None
-    name, biases = softmax.input[0], []
-    while (node := g.make(name)) is not None and node.op_type == "Add":
+    name, biases, split = softmax.input[0], [], ""
+    while (node := g.make(name)) is not None and node.op_type in ("Add", "Where", "Reshape"):
         if g.only_consumer(name) is None and name != softmax.input[0]:
             return None
-        sides = [i for i in (0, 1) if _reaches_qk(g, node.input[i])]
-        if len(sides) != 1:
-            return None
-        biases.append(node.input[1 - sides[0]])
-        name = node.input[sides[0]]
+        if node.op_type == "Add":
+            sides = [i for i in (0, 1) if _reaches_qk(g, node.input[i])]
+            if len(sides) != 1:
+                return None
+            biases.append(Term(node.input[1 - sides[0]], reshape=split))
+            name = node.input[sides[0]]
+        elif node.op_type == "Where":  # masked_fill(~mask, min): the same as adding Where(mask, 0, min)
+            cond, a, b = node.input
+            fill_first = (g.scalar(a) or 0.0) <= FILL_LIMIT
+            if not fill_first and (g.scalar(b) or 0.0) > FILL_LIMIT or not _reaches_qk(g, b if fill_first else a):
+                return None
+            biases.append(Term(cond, a if fill_first else b, fill_first, split))
+            name = b if fill_first else a
+        else:  # scores computed with batch and heads merged, split to [B, N, S, T] for the mask
+            out, src = g.dims(name), g.dims(node.input[0])
+            if split or not _reaches_qk(g, node.input[0]) or out is None or src is None or len(out) != 4 or len(src) != 3:
+                return None
+            split, name = node.input[1], node.input[0]
     name, scale = strip_scale(g, name)
     qk = g.make(name)
     if qk is None or qk.op_type != "MatMul":
@@ -66,6 +96,9 @@ def context(g: Graph, softmax: onnx.NodeProto) -> Context | None:
             return None
         probs = where.output[0]
     pv = g.only_consumer(probs)
+    if pv is not None and pv.op_type == "Reshape" and _merges_leading(g, pv.input[1]):
+        probs = pv.output[0]  # DeBERTa multiplies with V with batch and heads merged
+        pv = g.only_consumer(probs)
     if pv is None or pv.op_type != "MatMul" or pv.input[0] != probs:
         return None
     tr = g.only_consumer(pv.output[0])
