@@ -67,8 +67,8 @@ def _match(g: Graph, softmax: onnx.NodeProto) -> Match | None:
         return None
     for term in sc.biases:  # attention_bias is 4-D, broadcast over batch and heads only
         dims = [0] * 4 if term.reshape else g.dims(term.tensor)
-        if (dims is None and len(sc.biases) > 1) or (dims is not None and len(dims) != 4):
-            return None
+        if (dims is None and len(sc.biases) > 1) or (dims is not None and (len(dims) != 4 or 1 in dims[2:])):
+            return None  # (the bias must have the scores' query and key lengths; a recorded 1 broadcasts)
     private = not per_head and exclusive(g, q.bsd, sc.qk.input[0]) and exclusive(g, k.bsd, sc.qk.input[1]) \
         and exclusive(g, v.bsd, ctx.pv.input[1])
     return Match(softmax, ctx, q, k, v, per_head, private, heads, scale, sc.biases)
