@@ -67,7 +67,7 @@ def _stated(g: Graph, name: str) -> tuple[int | None, int | None]:
 def head_operand(g: Graph, name: str) -> Operand:
     """Q or V as the scores read them ([B, N, S, H], or [B*N, S, H] merged from it)."""
     node = g.make(name)
-    if node is not None and node.op_type == "Reshape" and _merges_leading(g, node.input[1]):
+    if node is not None and node.op_type == "Reshape" and merges_leading(g, node.input[1]):
         dims = g.dims(node.input[0])
         if dims is not None and len(dims) == 4:
             name = node.input[0]
@@ -103,7 +103,7 @@ def key_operand(g: Graph, name: str) -> tuple[Operand, float] | None:
     if node.op_type == "Transpose" and perm(node) == [0, 2, 1]:  # [B*N,H,S] from [B*N,S,H] (DeBERTa)
         inner, s = strip_scale(g, node.input[0])
         merge = g.make(inner)
-        if merge is None or merge.op_type != "Reshape" or not _merges_leading(g, merge.input[1]):
+        if merge is None or merge.op_type != "Reshape" or not merges_leading(g, merge.input[1]):
             return None
         operand = head_operand(g, inner)
         return (operand, scale * s) if operand.bnsh != inner else None
@@ -112,7 +112,7 @@ def key_operand(g: Graph, name: str) -> tuple[Operand, float] | None:
         tr = g.make(node.input[0])
         if tr is not None and tr.op_type == "Transpose" and perm(tr) == [0, 2, 1]:
             merge = g.make(tr.input[0])
-            if merge is not None and merge.op_type == "Reshape" and _merges_leading(g, merge.input[1]) \
+            if merge is not None and merge.op_type == "Reshape" and merges_leading(g, merge.input[1]) \
                     and _splits_leading(g, node.input[1], merge.input[1]):
                 inner, s = strip_scale(g, merge.input[0])
                 operand = head_operand(g, inner)
@@ -120,7 +120,7 @@ def key_operand(g: Graph, name: str) -> tuple[Operand, float] | None:
     return None
 
 
-def _merges_leading(g: Graph, shape_name: str) -> bool:
+def merges_leading(g: Graph, shape_name: str) -> bool:
     """A 3-D shape ``[-1, S, H]``: batch and heads merged, the last two axes kept."""
     concat = g.make(shape_name)
     first = g.const(concat.input[0]) if concat is not None and concat.op_type == "Concat" else g.const(shape_name)

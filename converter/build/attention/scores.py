@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import onnx
 
 from .graph import Graph, perm, strip_scale
-from .layout import _merges_leading, heads_reshape
+from .layout import heads_reshape, merges_leading
 
 
 FILL_LIMIT = -1e30
@@ -96,7 +96,7 @@ def context(g: Graph, softmax: onnx.NodeProto) -> Context | None:
             return None
         probs = where.output[0]
     pv = g.only_consumer(probs)
-    if pv is not None and pv.op_type == "Reshape" and _merges_leading(g, pv.input[1]):
+    if pv is not None and pv.op_type == "Reshape" and merges_leading(g, pv.input[1]):
         probs = pv.output[0]  # DeBERTa multiplies with V with batch and heads merged
         pv = g.only_consumer(probs)
     if pv is None or pv.op_type != "MatMul" or pv.input[0] != probs:
