@@ -65,9 +65,6 @@ def _match(g: Graph, softmax: onnx.NodeProto) -> Match | None:
     heads = next(iter(known)) if known else (hidden // next(iter(sizes)) if hidden and sizes else None)
     if not heads or not hidden or hidden % heads:
         return None
-    merged = g.dims(sc.qk.output[0])
-    if merged is not None and len(merged) == 3 and any(not t.reshape for t in sc.biases):
-        return None  # a term added to scores with batch and heads merged, never split back to [B,N,S,T]
     for term in sc.biases:  # attention_bias is 4-D, broadcast over batch and heads only
         dims = [0] * 4 if term.reshape else g.dims(term.tensor)
         if (dims is None and len(sc.biases) > 1) or (dims is not None and (len(dims) != 4 or 1 in dims[2:])):

@@ -82,6 +82,9 @@ def scores(g: Graph, softmax: onnx.NodeProto) -> Scores | None:
     qk = g.make(name)
     if qk is None or qk.op_type != "MatMul":
         return None
+    merged = g.dims(qk.output[0])
+    if biases and not split and merged is not None and len(merged) == 3:
+        return None  # terms added to scores with batch and heads merged, never split back to [B,N,S,T]
     return Scores(qk, scale, tuple(reversed(biases)))
 
 
