@@ -75,7 +75,8 @@ def scores(g: Graph, softmax: onnx.NodeProto) -> Scores | None:
             name = b if fill_first else a
         else:  # scores computed with batch and heads merged, split to [B, N, S, T] for the mask
             out, src = g.dims(name), g.dims(node.input[0])
-            if split or not _reaches_qk(g, node.input[0]) or out is None or src is None or len(out) != 4 or len(src) != 3:
+            if split or not _reaches_qk(g, node.input[0]) or out is None or src is None \
+                    or len(out) != 4 or len(src) != 3:
                 return None
             split, name = node.input[1], node.input[0]
     name, scale = strip_scale(g, name)
