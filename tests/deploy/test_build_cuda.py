@@ -205,7 +205,8 @@ def _zoo_models():
     import sys
 
     if "zoo_models" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("zoo_models", Path(__file__).parents[2] / "tools" / "zoo_models.py")
+        path = Path(__file__).parents[2] / "tools" / "zoo_models.py"
+        spec = importlib.util.spec_from_file_location("zoo_models", path)
         sys.modules["zoo_models"] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules["zoo_models"])
     return sys.modules["zoo_models"]
