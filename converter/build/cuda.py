@@ -8,7 +8,8 @@ FP16 was slower than FP32 there), so the FP32 model is built in four steps, all 
 1. ONNX Runtime's provider-independent ``basic`` optimizations (constant folding, redundant nodes);
 2. onnxruntime.transformers' fusions for the GPU (``optimize_model(model_type="bert", use_gpu=True)``):
    SkipLayerNormalization, BiasGelu, ...;
-3. self-attention into ``Attention`` / ``MultiHeadAttention`` (``converter.build.attention``), checked
+3. every attention core (``softmax(c·Q·Kᵀ + bias)·V``: masks, relative-position bias, rotary and repeated
+   KV heads included) into ``Attention`` / ``MultiHeadAttention`` (``converter.build.attention``), checked
    against the unfused model on the CPU provider (both have CPU kernels);
 4. ``--precision fp16`` (the default): onnxruntime's float16 converter, inputs and outputs kept FP32
    (``keep_io_types``) and ``FP32_OPS`` left in FP32. The fused ops accumulate in FP32 internally on CUDA

@@ -200,6 +200,41 @@ def test_a_product_that_is_not_attention_is_left_alone(tmp_path: Path) -> None:
     assert fuse_attention(model) == {} and model.SerializeToString() == before
 
 
+def _zoo_models():
+    import importlib.util
+    import sys
+
+    if "zoo_models" not in sys.modules:
+        path = Path(__file__).parents[2] / "tools" / "zoo_models.py"
+        spec = importlib.util.spec_from_file_location("zoo_models", path)
+        sys.modules["zoo_models"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["zoo_models"])
+    return sys.modules["zoo_models"]
+
+
+@pytest.mark.parametrize("name, op", [("t5-encoder", "Attention"), ("gpt2", "MultiHeadAttention"),
+                                      ("deberta-v2", "MultiHeadAttention")])
+def test_attention_cores_beyond_bert_fuse(name: str, op: str, tmp_path: Path) -> None:
+    """The families the fast subset leaves out, each a different core: T5 (relative-position bias plus mask,
+    two additive terms, no scaling), GPT-2 (Q/K/V split from one packed Gemm, heads merged to [B*S, D] after),
+    DeBERTa-v2 (masked fill instead of an additive mask, scores with batch and heads merged, disentangled
+    relative terms added to them). One fused op per layer, and the fused FP32 graph computes the model."""
+    from converter.export import export_module
+
+    zoo = _zoo_models()
+    spec = zoo.MODELS[name]
+    src = export_module(spec.build("tiny"), spec.feeds(2, seed=1000, size="tiny"), tmp_path / f"{name}.onnx",
+                        output_names=[spec.output], dynamic_axes=spec.axes()).path
+    result = build(src, "ort-cuda", tmp_path / "out" / f"{name}.cuda.onnx", BuildConfig(precision="fp32"))
+    ops = _ops(result.artifact)
+    assert ops.get(op) == zoo.LAYERS and "Softmax" not in ops, ops
+    feeds = spec.feeds(3, seed=5, size="tiny")
+    feeds["attention_mask"][1, 6:] = 0  # a padded sentence
+    with Engine.load(src) as ref, Engine.load(result.artifact, providers=["cpu"]) as eng:
+        want, got = ref.run(feeds)[spec.output], eng.run(feeds)[spec.output]
+    np.testing.assert_allclose(got, want, atol=1e-4 * float(np.abs(want).max()))
+
+
 def test_int8_qdq_model_is_refused_in_one_line(qdq_minilm: Path, tmp_path: Path, cli) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
