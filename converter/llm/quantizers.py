@@ -110,14 +110,19 @@ def quantize_rtn(w: np.ndarray, config: WeightOnlyConfig, name: str = "weight") 
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """The column sweep is thousands of small ops: one torch thread is far faster than several."""
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads, then restore the count."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _one_thread() -> contextlib.AbstractContextManager[None]:
+    """The column sweep is thousands of small ops: one torch thread is far faster than several."""
+    return torch_threads(1)
 
 
 def quantize_gptq(w: np.ndarray, hessian: np.ndarray, config: WeightOnlyConfig, name: str = "weight") -> QuantizedWeight:
@@ -210,30 +215,33 @@ def _gptq(w: torch.Tensor, hessian: torch.Tensor, config: WeightOnlyConfig, name
                                "raise damp or use more calibration data") from None
 
     # The column sweep runs in float32 (as reference GPTQ does); only the factorization needs float64.
-    W, Hinv = W.float(), Hinv.float()
-    scales, zeros = scales.float(), zeros.float()
-    Q = torch.zeros_like(W)
+    # It works on Wᵀ [K, N], so that each column is one contiguous row and each error update one addr_.
+    Wt, Hinv = W.T.float().contiguous(), Hinv.float()
+    scales_t, zeros_t = scales.T.float().contiguous(), zeros.T.float().contiguous()  # [groups, N]
+    Qt = torch.zeros_like(Wt)
+    group_of = (perm // g).tolist()
     block = max(g, (config.block_size // g) * g)  # whole groups per block
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
-        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
-        Q1, Err1 = torch.zeros_like(W1), torch.zeros_like(W1)
+        W1, Hinv1 = Wt[i1:i2], Hinv[i1:i2, i1:i2]  # W1 is a view: updated in place
+        Err1 = torch.empty_like(W1)
         for i in range(i2 - i1):
             col = i1 + i
-            grp = int(perm[col]) // g
+            grp = group_of[col]
             if not config.act_order and col % g == 0:
-                scales[:, grp], zeros[:, grp] = group_params(W1[:, i:i + g], bits, sym)
-            w_col, d = W1[:, i], Hinv1[i, i]
-            q = _quantize(w_col, scales[:, grp], zeros[:, grp], maxq)
-            Q1[:, i] = q
-            err = (w_col - (q - zeros[:, grp]) * scales[:, grp]) / d
-            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
-            Err1[:, i] = err
-        Q[:, i1:i2] = Q1
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+                scales_t[grp], zeros_t[grp] = group_params(W1[i:i + g].T, bits, sym)
+            s, z, w_col = scales_t[grp], zeros_t[grp], W1[i]
+            q = _quantize(w_col, s, z, maxq)
+            Qt[col] = q
+            err = Err1[i]
+            torch.div(w_col - (q - z) * s, Hinv1[i, i], out=err)
+            W1[i + 1:].addr_(Hinv1[i, i + 1:], err, alpha=-1)
+        if i2 < k:
+            Wt[i2:].addmm_(Hinv[i1:i2, i2:].T, Err1, alpha=-1)
+    Q = Qt.T
     if config.act_order:
         Q = Q[:, torch.argsort(perm)]
-    return _pack_result(Q[:, :k_true], scales, zeros, config)
+    return _pack_result(Q[:, :k_true].contiguous(), scales_t.T, zeros_t.T, config)
 
 
 def _pack_result(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, config: WeightOnlyConfig) -> QuantizedWeight:
