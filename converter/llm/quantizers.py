@@ -164,20 +164,27 @@ def hera_refine(w: torch.Tensor, hessian: torch.Tensor, qw: QuantizedWeight, ste
     q = torch.as_tensor(qw.q.astype(np.float64))
     grad = (w.to(torch.float64) - (q - zero) * scale) @ H  # (e H): d(e H eᵀ)/de / 2
     diag = torch.diag(H)
-    rows = torch.arange(n)
+    cost = scale**2 * diag  # a ±1 move of level j changes e H eᵀ by s_j² H_jj - 2 |s_j (e H)_j|
+    inf = torch.tensor(float("inf"), dtype=torch.float64)
+    blocked_up = torch.where(q < maxq, 0.0, inf)  # +inf where the move would leave 0 .. maxq
+    blocked_down = torch.where(q > 0, 0.0, inf)
+    threshold = -1e-12 * diag.mean()
+    rows = torch.arange(n)  # rows that may still improve: a row with no improving move never changes again
     for _ in range(steps if steps is not None else max(1, k // 4)):
-        sg = grad * scale
-        step = torch.sign(sg)  # moving the level by +-1 changes e_j by -step*s_j
-        gain = -2 * sg.abs() + scale**2 * diag
-        gain[(step == 0) | (q + step < 0) | (q + step > maxq)] = float("inf")
+        sg = grad[rows] * scale[rows]  # the level moves by sign(sg): its error e_j by -sign(sg) s_j
+        gain = torch.where(sg > 0, blocked_up[rows], blocked_down[rows])
+        gain.add_(cost[rows]).sub_(sg.abs_(), alpha=2)
         best_gain, best = gain.min(1)
-        active = best_gain < -1e-12 * diag.mean()
+        active = best_gain < threshold
         if not bool(active.any()):
             break
         r, j = rows[active], best[active]
-        d = step[r, j]
+        d = torch.sign(grad[r, j] * scale[r, j])
         q[r, j] += d
+        blocked_up[r, j] = torch.where(q[r, j] < maxq, 0.0, inf)
+        blocked_down[r, j] = torch.where(q[r, j] > 0, 0.0, inf)
         grad[r] -= (d * scale[r, j])[:, None] * H[j]
+        rows = r
     return QuantizedWeight(q.numpy().astype(np.uint8), qw.scales, qw.zero_points, qw.bits, qw.group_size, qw.symmetric)
 
 
