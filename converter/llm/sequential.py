@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..memory import release_memory
 from .config import WeightOnlyConfig, WeightQuantError
 from .hessian import HessianAccumulator
 from .quantizers import QuantizedWeight, quantize_layer, torch_threads
@@ -253,6 +254,7 @@ def _quantize_sequential(model: torch.nn.Module, batches: Iterable[Mapping[str, 
                             _write_back(deferred)
                 for i in range(len(inputs.hidden)):
                     inputs.hidden[i] = _run_block(block, inputs, i)
+                release_memory()  # the block's temporaries: glibc would keep them and fragment over 30 blocks
                 pb.update(1)
                 log.debug("block %d: %d layers in %.1fs", index, len(names), time.perf_counter() - t0)
             if head is not None and _is_linear(head) and keys.get(_name_of(all_linears, head)) in want:

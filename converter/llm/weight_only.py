@@ -26,6 +26,7 @@ from runtime.atomic import atomic_write
 
 from ..errors import ExportError, ModelFileError
 from ..loadcheck import save_ir_loadable
+from ..memory import release_memory
 from .config import WeightOnlyConfig, WeightQuantError
 from .hessian import collect_hessians
 from .matmulnbits import MS_DOMAIN, blockwise_dq_nodes, matmulnbits_node
@@ -225,7 +226,7 @@ def quantize_weights(
             wanted = _wanted(ir_model, config)
             if not isinstance(model, ir.Model):  # the ONNX model is read again afterwards: one model in memory at a time
                 del ir_model
-                gc.collect()
+                release_memory()
             quantized = _quantize_torch(wanted, folder, config, calibration, progress)
             if not isinstance(model, ir.Model):
                 ir_model = load_model(model)
@@ -278,7 +279,7 @@ def _quantize_torch(wanted: set[str], folder: Path, config: WeightOnlyConfig,
         return quantize_sequential(torch_model, calibration, config, wanted, progress=progress)
     finally:
         del torch_model
-        gc.collect()
+        release_memory()
 
 
 class LMCalibration:
