@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from .errors import ModelNotFoundError
 
@@ -113,18 +114,26 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
     return folder
 
 
-def source_model_dir(onnx_path: str | os.PathLike[str]) -> Path | None:
-    """The Hugging Face folder an exported model came from (its tokenizer lives there), if recorded and present."""
+def source_model_dir(onnx_path: str | os.PathLike[str] | Any) -> Path | None:
+    """The Hugging Face folder an exported model came from (its tokenizer lives there), if recorded and present.
+
+    ``onnx_path`` may also be a model already in memory (an onnx_ir Model), which saves parsing the file.
+    """
     import onnx
 
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception:  # unreadable files are reported by whoever loads them for real
+    if hasattr(onnx_path, "metadata_props") and isinstance(onnx_path.metadata_props, dict):  # onnx_ir Model
+        value = onnx_path.metadata_props.get(SOURCE_KEY)
+    else:
+        try:
+            model = onnx.load(str(onnx_path), load_external_data=False)
+        except Exception:  # unreadable files are reported by whoever loads them for real
+            return None
+        value = next((prop.value for prop in model.metadata_props if prop.key == SOURCE_KEY), None)
+        del model
+    if value is None:
         return None
-    for prop in model.metadata_props:
-        if prop.key == SOURCE_KEY:
-            try:
-                return resolve_model(prop.value)
-            except ModelNotFoundError:
-                return None
+    try:
+        return resolve_model(value)
+    except ModelNotFoundError:
+        return None
     return None

@@ -128,14 +128,23 @@ def variants(args: argparse.Namespace) -> list[tuple[str, WeightOnlyConfig]]:
     return out
 
 
-def _quantize_job(fp32: str, out: str, cfg: WeightOnlyConfig, context: int, samples: int) -> tuple[float, float]:
-    """In a fresh process: quantize, return (seconds, peak RSS in GB of this process)."""
+def peak_rss_gb() -> float:
+    """This process's peak RSS: VmHWM, which starts afresh at exec (ru_maxrss keeps the forking parent's peak)."""
     import resource
 
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1e6
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def _quantize_job(fp32: str, out: str, cfg: WeightOnlyConfig, context: int, samples: int) -> tuple[float, float]:
+    """In a fresh process: quantize, return (seconds, peak RSS in GB of this process)."""
     t0 = time.perf_counter()
     calib = lm_calibration(fp32, training_text(), seq_len=context, max_windows=samples) if needs_hessians(cfg) else None
     quantize_weights(fp32, out, cfg, calib)
-    return time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return time.perf_counter() - t0, peak_rss_gb()
 
 
 def quantize_in_process(fp32: Path, out: Path, cfg: WeightOnlyConfig, args: argparse.Namespace) -> tuple[float, float]:

@@ -31,15 +31,18 @@ def load_tokenizer(folder: str) -> Any:
     return tokenizer
 
 
-def tokenizer_dir(onnx_path: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None = None) -> Path:
-    """``tokenizer`` if given, else the HF folder recorded in the ONNX model's metadata at export."""
+def tokenizer_dir(onnx_path: str | os.PathLike[str] | Any, tokenizer: str | os.PathLike[str] | None = None) -> Path:
+    """``tokenizer`` if given, else the HF folder recorded in the ONNX model's metadata at export.
+
+    ``onnx_path``: the file, or the model already in memory (onnx_ir Model)."""
     if tokenizer is not None:
         return Path(tokenizer)
     from ..models import source_model_dir
 
     folder = source_model_dir(onnx_path)
     if folder is None:
-        raise WeightQuantError(f"{onnx_path} does not record its source model folder; pass the tokenizer folder")
+        where = onnx_path if isinstance(onnx_path, (str, os.PathLike)) else "the model"
+        raise WeightQuantError(f"{where} does not record its source model folder; pass the tokenizer folder")
     return folder
 
 

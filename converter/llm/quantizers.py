@@ -110,14 +110,19 @@ def quantize_rtn(w: np.ndarray, config: WeightOnlyConfig, name: str = "weight") 
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """The column sweep is thousands of small ops: one torch thread is far faster than several."""
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads, then restore the count."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _one_thread() -> contextlib.AbstractContextManager[None]:
+    """The column sweep is thousands of small ops: one torch thread is far faster than several."""
+    return torch_threads(1)
 
 
 def quantize_gptq(w: np.ndarray, hessian: np.ndarray, config: WeightOnlyConfig, name: str = "weight") -> QuantizedWeight:
@@ -159,20 +164,27 @@ def hera_refine(w: torch.Tensor, hessian: torch.Tensor, qw: QuantizedWeight, ste
     q = torch.as_tensor(qw.q.astype(np.float64))
     grad = (w.to(torch.float64) - (q - zero) * scale) @ H  # (e H): d(e H eᵀ)/de / 2
     diag = torch.diag(H)
-    rows = torch.arange(n)
+    cost = scale**2 * diag  # a ±1 move of level j changes e H eᵀ by s_j² H_jj - 2 |s_j (e H)_j|
+    inf = torch.tensor(float("inf"), dtype=torch.float64)
+    blocked_up = torch.where(q < maxq, 0.0, inf)  # +inf where the move would leave 0 .. maxq
+    blocked_down = torch.where(q > 0, 0.0, inf)
+    threshold = -1e-12 * diag.mean()
+    rows = torch.arange(n)  # rows that may still improve: a row with no improving move never changes again
     for _ in range(steps if steps is not None else max(1, k // 4)):
-        sg = grad * scale
-        step = torch.sign(sg)  # moving the level by +-1 changes e_j by -step*s_j
-        gain = -2 * sg.abs() + scale**2 * diag
-        gain[(step == 0) | (q + step < 0) | (q + step > maxq)] = float("inf")
+        sg = grad[rows] * scale[rows]  # the level moves by sign(sg): its error e_j by -sign(sg) s_j
+        gain = torch.where(sg > 0, blocked_up[rows], blocked_down[rows])
+        gain.add_(cost[rows]).sub_(sg.abs_(), alpha=2)
         best_gain, best = gain.min(1)
-        active = best_gain < -1e-12 * diag.mean()
+        active = best_gain < threshold
         if not bool(active.any()):
             break
         r, j = rows[active], best[active]
-        d = step[r, j]
+        d = torch.sign(grad[r, j] * scale[r, j])
         q[r, j] += d
+        blocked_up[r, j] = torch.where(q[r, j] < maxq, 0.0, inf)
+        blocked_down[r, j] = torch.where(q[r, j] > 0, 0.0, inf)
         grad[r] -= (d * scale[r, j])[:, None] * H[j]
+        rows = r
     return QuantizedWeight(q.numpy().astype(np.uint8), qw.scales, qw.zero_points, qw.bits, qw.group_size, qw.symmetric)
 
 
@@ -210,30 +222,33 @@ def _gptq(w: torch.Tensor, hessian: torch.Tensor, config: WeightOnlyConfig, name
                                "raise damp or use more calibration data") from None
 
     # The column sweep runs in float32 (as reference GPTQ does); only the factorization needs float64.
-    W, Hinv = W.float(), Hinv.float()
-    scales, zeros = scales.float(), zeros.float()
-    Q = torch.zeros_like(W)
+    # It works on Wᵀ [K, N], so that each column is one contiguous row and each error update one addr_.
+    Wt, Hinv = W.T.float().contiguous(), Hinv.float()
+    scales_t, zeros_t = scales.T.float().contiguous(), zeros.T.float().contiguous()  # [groups, N]
+    Qt = torch.zeros_like(Wt)
+    group_of = (perm // g).tolist()
     block = max(g, (config.block_size // g) * g)  # whole groups per block
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
-        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
-        Q1, Err1 = torch.zeros_like(W1), torch.zeros_like(W1)
+        W1, Hinv1 = Wt[i1:i2], Hinv[i1:i2, i1:i2]  # W1 is a view: updated in place
+        Err1 = torch.empty_like(W1)
         for i in range(i2 - i1):
             col = i1 + i
-            grp = int(perm[col]) // g
+            grp = group_of[col]
             if not config.act_order and col % g == 0:
-                scales[:, grp], zeros[:, grp] = group_params(W1[:, i:i + g], bits, sym)
-            w_col, d = W1[:, i], Hinv1[i, i]
-            q = _quantize(w_col, scales[:, grp], zeros[:, grp], maxq)
-            Q1[:, i] = q
-            err = (w_col - (q - zeros[:, grp]) * scales[:, grp]) / d
-            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
-            Err1[:, i] = err
-        Q[:, i1:i2] = Q1
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+                scales_t[grp], zeros_t[grp] = group_params(W1[i:i + g].T, bits, sym)
+            s, z, w_col = scales_t[grp], zeros_t[grp], W1[i]
+            q = _quantize(w_col, s, z, maxq)
+            Qt[col] = q
+            err = Err1[i]
+            torch.div(w_col - (q - z) * s, Hinv1[i, i], out=err)
+            W1[i + 1:].addr_(Hinv1[i, i + 1:], err, alpha=-1)
+        if i2 < k:
+            Wt[i2:].addmm_(Hinv[i1:i2, i2:].T, Err1, alpha=-1)
+    Q = Qt.T
     if config.act_order:
         Q = Q[:, torch.argsort(perm)]
-    return _pack_result(Q[:, :k_true], scales, zeros, config)
+    return _pack_result(Q[:, :k_true].contiguous(), scales_t.T, zeros_t.T, config)
 
 
 def _pack_result(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, config: WeightOnlyConfig) -> QuantizedWeight:

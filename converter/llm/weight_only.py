@@ -26,6 +26,7 @@ from runtime.atomic import atomic_write
 
 from ..errors import ExportError, ModelFileError
 from ..loadcheck import save_ir_loadable
+from ..memory import release_memory
 from .config import WeightOnlyConfig, WeightQuantError
 from .hessian import collect_hessians
 from .matmulnbits import MS_DOMAIN, blockwise_dq_nodes, matmulnbits_node
@@ -213,17 +214,19 @@ def quantize_weights(
     """
     t0 = time.perf_counter()
     ir_model = load_model(model)
+    if isinstance(calibration, LMCalibration) and calibration.reads(model):
+        calibration.bind(ir_model)  # the feeds need the model's inputs: take them now, not from a second parse
     quantized = None
     if needs_hessians(config) and hessians is None:
         folder = Path(source) if source is not None else (
-            None if isinstance(model, ir.Model) else _source_dir(model))
+            None if isinstance(model, ir.Model) else _source_dir(ir_model))
         if folder is not None:
             if calibration is None:
                 raise WeightQuantError("GPTQ needs calibration data (text for a causal LM)")
             wanted = _wanted(ir_model, config)
             if not isinstance(model, ir.Model):  # the ONNX model is read again afterwards: one model in memory at a time
                 del ir_model
-                gc.collect()
+                release_memory()
             quantized = _quantize_torch(wanted, folder, config, calibration, progress)
             if not isinstance(model, ir.Model):
                 ir_model = load_model(model)
@@ -247,7 +250,7 @@ def quantize_weights(
     return result
 
 
-def _source_dir(model: str | os.PathLike[str]) -> Path | None:
+def _source_dir(model: ir.Model) -> Path | None:
     from ..models import source_model_dir
 
     return source_model_dir(model)
@@ -276,7 +279,64 @@ def _quantize_torch(wanted: set[str], folder: Path, config: WeightOnlyConfig,
         return quantize_sequential(torch_model, calibration, config, wanted, progress=progress)
     finally:
         del torch_model
-        gc.collect()
+        release_memory()
+
+
+class LMCalibration:
+    """Prefill feeds of ``seq_len``-token windows of a text for an exported KV-cache LM; iterable again and again.
+
+    What the feeds need from the model (its input specs, the tokenizer folder the export recorded) is read
+    once: from a model already in memory passed to :meth:`bind` (``quantize_weights`` does, so a 0.5 GB
+    LM is not parsed a second time), else from the file when first iterated.
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | ir.Model, text: str, *,
+                 tokenizer: str | os.PathLike[str] | None = None, seq_len: int = 128, batch: int = 8,
+                 max_windows: int = 128) -> None:
+        self.model, self.text, self.tokenizer = model, text, tokenizer
+        self.seq_len, self.batch, self.max_windows = seq_len, batch, max_windows
+        self._specs: list | None = None
+        self._folder: Path | None = None
+        if isinstance(model, ir.Model):
+            if tokenizer is None:
+                raise WeightQuantError("pass tokenizer= (a model folder) when calibrating an in-memory model")
+            self.bind(model)
+
+    def reads(self, model: str | os.PathLike[str] | ir.Model) -> bool:
+        """Whether these feeds are for ``model`` (the same file, or the same object)."""
+        if isinstance(model, ir.Model) or isinstance(self.model, ir.Model):
+            return model is self.model
+        return Path(model).resolve() == Path(self.model).resolve()
+
+    def bind(self, ir_model: ir.Model) -> None:
+        """Take the input specs and tokenizer folder from ``ir_model`` (the model these feeds are for)."""
+        from runtime.specs import TensorSpec
+
+        from .feeds import tokenizer_dir
+
+        if self._specs is None:
+            self._specs = [TensorSpec(v.name, np.dtype(v.dtype.numpy()),
+                                      tuple(d if isinstance(d, int) else str(d) for d in v.shape))
+                           for v in ir_model.graph.inputs]
+        if self._folder is None:
+            try:
+                self._folder = tokenizer_dir(ir_model, self.tokenizer)
+            except WeightQuantError:  # said when the feeds are wanted (RTN never asks for them)
+                pass
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        from .feeds import encode_text, load_tokenizer, prefill_feeds, tokenizer_dir, windows
+
+        if self._specs is None:
+            ir_model = load_model(self.model)
+            self.bind(ir_model)
+            del ir_model
+        if self._folder is None:
+            self._folder = tokenizer_dir(self.model, self.tokenizer)
+        stream = encode_text(load_tokenizer(str(self._folder)), self.text)
+        stream = stream[: self.seq_len * self.max_windows]
+        for ids in windows(stream, self.seq_len, self.batch):
+            yield prefill_feeds(self._specs, ids)
 
 
 def lm_calibration(
@@ -287,23 +347,6 @@ def lm_calibration(
     seq_len: int = 128,
     batch: int = 8,
     max_windows: int = 128,
-) -> Iterator[dict[str, np.ndarray]]:
+) -> LMCalibration:
     """Prefill feeds of ``seq_len``-token windows of ``text`` for an exported KV-cache LM at ``model``."""
-    from runtime.specs import TensorSpec
-
-    from .feeds import encode_text, load_tokenizer, prefill_feeds, tokenizer_dir, windows
-
-    if isinstance(model, ir.Model):
-        if tokenizer is None:
-            raise WeightQuantError("pass tokenizer= (a model folder) when calibrating an in-memory model")
-        ir_model = model
-        folder = Path(tokenizer)
-    else:
-        folder = tokenizer_dir(model, tokenizer)
-        ir_model = load_model(model)
-    specs = [TensorSpec(v.name, np.dtype(v.dtype.numpy()), tuple(d if isinstance(d, int) else str(d) for d in v.shape))
-             for v in ir_model.graph.inputs]
-    stream = encode_text(load_tokenizer(str(folder)), text)
-    stream = stream[: seq_len * max_windows]
-    for ids in windows(stream, seq_len, batch):
-        yield prefill_feeds(specs, ids)
+    return LMCalibration(model, text, tokenizer=tokenizer, seq_len=seq_len, batch=batch, max_windows=max_windows)

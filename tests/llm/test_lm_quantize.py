@@ -82,3 +82,22 @@ def test_tiny_llama_gptq_asymmetric_act_order(tiny_llama_onnx: Path, tmp_path: P
         got = eng.run(probe, ["logits"])["logits"]
     rel = np.abs(got - ref).mean() / np.abs(ref).mean()
     assert 0 < rel < 0.2
+
+
+def test_calibration_feeds_bound_to_the_loaded_model_equal_the_files(reference_lm_onnx: Path) -> None:
+    """quantize_weights hands the model it loaded to the feeds (no second parse of the file): same feeds, reusable."""
+    import onnx_ir as ir
+
+    from converter.models import source_model_dir
+
+    loaded = ir.load(reference_lm_onnx)
+    assert source_model_dir(loaded) == source_model_dir(reference_lm_onnx) is not None
+    from_file = list(lm_calibration(reference_lm_onnx, training_text(), max_windows=6, seq_len=32, batch=4))
+    bound = lm_calibration(reference_lm_onnx, training_text(), max_windows=6, seq_len=32, batch=4)
+    bound.bind(loaded)
+    assert bound.reads(reference_lm_onnx) and not bound.reads(loaded)
+    for feeds in (list(bound), list(bound)):  # iterable more than once
+        assert [f.keys() for f in feeds] == [f.keys() for f in from_file] and len(feeds) == 2
+        for got, want in zip(feeds, from_file):
+            for name in want:
+                np.testing.assert_array_equal(got[name], want[name])
