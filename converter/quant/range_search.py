@@ -142,19 +142,19 @@ class RangeScore:
         with torch.no_grad():
             for j, c in enumerate(self.cons):
                 y = c.fn(xt)
-                self.energy[j] += float(y.double().pow(2).sum())
+                self.energy[j] += float(torch.linalg.vector_norm(y)) ** 2
                 self.positions[j] += y.numel() / max(y.shape[self.axes[j]], 1)
             for ax in set(self.axes):
                 chans = x.shape[ax]
                 xc = xt.movedim(ax, 0).reshape(chans, -1)
                 b = ((xc - self.lo) / width).floor().clamp_(0, BINS - 1).long()
                 b += torch.arange(chans).unsqueeze(1) * BINS
-                b, xd = b.reshape(-1), xc.reshape(-1).double()
-                h = torch.stack([torch.bincount(b, minlength=chans * BINS).double(),
-                                 torch.bincount(b, xd, minlength=chans * BINS),
-                                 torch.bincount(b, xd * xd, minlength=chans * BINS)]).reshape(3, chans, BINS)
-                self.hist[ax] = self.hist.get(ax, 0) + h.numpy()
-                self.zeros[ax] = self.zeros.get(ax, 0) + (xc == 0).sum(1).double().numpy()
+                b, xf = b.reshape(-1), xc.reshape(-1)
+                h = torch.stack([torch.bincount(b, minlength=chans * BINS).to(torch.float64),
+                                 torch.bincount(b, xf, minlength=chans * BINS).to(torch.float64),
+                                 torch.bincount(b, xf * xf, minlength=chans * BINS).to(torch.float64)])
+                self.hist[ax] = self.hist.get(ax, 0) + h.reshape(3, chans, BINS).numpy()
+                self.zeros[ax] = self.zeros.get(ax, 0) + (xc == 0).sum(1).numpy().astype(np.float64)
 
     def _error_stats(self, ax: int) -> tuple[np.ndarray, np.ndarray]:
         """Per candidate and channel: mean and variance of the quantization error."""
