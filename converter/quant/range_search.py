@@ -50,7 +50,7 @@ def _conv(node: ir.Node, w: np.ndarray) -> Consumer | None:
     if w.ndim != 4 or a.get_string("auto_pad", "NOTSET") != "NOTSET" or w.shape[0] % group:
         return None
     t, l, b, r = a.get_ints("pads", (0, 0, 0, 0))
-    weight = torch.from_numpy(np.ascontiguousarray(w, np.float32))
+    weight = torch.from_numpy(np.array(w, np.float32))
     strides, dil = tuple(a.get_ints("strides", (1, 1))), tuple(a.get_ints("dilations", (1, 1)))
     m, cpg = w.shape[:2]
     per = w.reshape(m, cpg, -1).astype(np.float64)
@@ -72,7 +72,7 @@ def _matmul(node: ir.Node, w: np.ndarray) -> Consumer | None:
         return None
     if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
         w = w.T
-    weight = torch.from_numpy(np.ascontiguousarray(w, np.float32))  # [K, M]
+    weight = torch.from_numpy(np.array(w, np.float32))  # [K, M]
     w64 = w.astype(np.float64)
     return Consumer(w64.T, (w64 ** 2).sum(1), -1, lambda e: e @ weight)
 
@@ -106,6 +106,11 @@ def candidates(r: TensorRange, fractions: Sequence[float]) -> list[tuple[float, 
         out += [(lo, hi * f) for f in fractions if f != 1.0] + [(lo * f, hi) for f in fractions if f != 1.0]
     return list(dict.fromkeys(out))
 
+
+MIN_GAIN = 0.1
+"""A range is narrowed only when that lowers the estimated output error by at least this fraction: smaller
+estimated gains were within the estimate's error (the digits CNN's two narrowed ranges, 2% and 5% lower
+estimates, took its logit MSE from 1.9e-5 to 2.2e-5; EfficientNet-Lite0's 26 narrowed ranges gain 14-50%)."""
 
 BINS = 512
 """Histogram bins per channel over the calibrated range (the candidates are 0.05 of it apart)."""
@@ -192,6 +197,8 @@ class RangeScore:
         """(lo, hi, error of the best range, error of the calibrated range)."""
         score = self.scores()
         i = int(np.argmin(score))
+        if score[i] > (1.0 - MIN_GAIN) * score[0]:
+            i = 0
         return self.cands[i][0], self.cands[i][1], float(score[i]), float(score[0])
 
 
