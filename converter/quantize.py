@@ -171,8 +171,7 @@ def _search_ranges(m: ir.Model, table: CalibrationTable, config: QuantConfig, da
         known.update({(n, table.tensors[n].lo, table.tensors[n].hi): found.get(n) for n in missing})
     ranges = {n: known[(n, table.tensors[n].lo, table.tensors[n].hi)] for n in names}
     ranges = {n: r for n, r in ranges.items() if r is not None}
-    narrowed = sum(r != (table.tensors[n].lo, table.tensors[n].hi) for n, r in ranges.items())
-    log.info("range search: %d of %d activation ranges narrowed by their consumers' output error", narrowed, len(names))
+    log.info("range search: %d of %d activation ranges narrowed by their consumers' output error", len(ranges), len(names))
     return apply_ranges(table, ranges)
 
 

@@ -2,13 +2,17 @@
 
 A calibrated range (minmax) covers the largest value seen; a narrower one clips the few largest values but
 rounds all the others more finely. Which is better depends on what the consumer does with the error: a
-Conv sums it over its kernel window and channels. For each quantized activation tensor the search tries
-the calibrated range scaled by each of ``fractions`` (low and high end together, then the high end alone),
-quantizes the tensor with each candidate on a few calibration batches, runs the error ``Q(x) - x`` through
-each consumer (a Conv, Gemm or MatMul with a constant weight; a GlobalAveragePool; anything else as is) and
-keeps the range with the smallest sum over consumers of ``|f(Q(x) - x)|² / |f(x)|²`` (the consumer's
-relative output MSE, weights in float). The float model is run once per batch; the candidates are
-scored in torch.
+Conv sums it over its kernel window and input channels, weighted by its weights. For each quantized
+activation tensor the search tries the calibrated range scaled by each of ``FRACTIONS`` (both ends, then
+one end alone), estimates for each candidate the relative output MSE of every consumer (a Conv, Gemm or
+MatMul with a constant weight, weights in float; anything else as the identity) and keeps the candidate
+with the smallest sum if it beats the calibrated range by ``MIN_GAIN``.
+
+The estimate needs one run of the float model per calibration batch: per channel of the tensor, a
+histogram of its values gives the clipping error of any candidate exactly and its rounding error as
+scale²/12 (exact zeros: none); per channel, the mean error meets the consumer's weights summed over the
+kernel window (a constant error adds up coherently), the rest their squares. On EfficientNet-Lite0 it picks
+the same ranges as running each consumer on each quantized candidate, several times faster.
 """
 from __future__ import annotations
 
@@ -82,8 +86,8 @@ def _identity(channels: int, axis: int) -> Consumer:
 
 
 def consumers(value: ir.Value, channels: int) -> list[Consumer]:
-    """One ``Consumer`` per use of ``value`` (a Conv, Gemm or MatMul reading it with a constant weight; a
-    GlobalAveragePool; anything else as the identity); ``channels``: the size of axis 1."""
+    """One ``Consumer`` per use of ``value`` (a Conv, Gemm or MatMul reading it with a constant weight;
+    anything else as the identity); ``channels``: the size of axis 1."""
     out: list[Consumer] = []
     for use in value.uses():
         node, idx = use.node, use.idx
@@ -205,8 +209,9 @@ class RangeScore:
 def search_ranges(model: ir.Model, table: CalibrationTable, tensors: Iterable[str],
                   data: Iterable[dict[str, np.ndarray]], fractions: Sequence[float] = FRACTIONS,
                   on_batch: Callable[[], object] | None = None) -> dict[str, tuple[float, float]]:
-    """The range of each of ``tensors`` (names in ``table``) with the smallest consumer output error on
-    ``data`` (feed dicts for the float ``model``)."""
+    """The narrowed range of each of ``tensors`` (names in ``table``) whose consumers' output error on
+    ``data`` (feed dicts for the float ``model``) it lowers by ``MIN_GAIN`` or more; tensors left out keep
+    their calibrated range."""
     from runtime import Engine
 
     from ..graph_outputs import add_outputs
@@ -231,8 +236,8 @@ def search_ranges(model: ir.Model, table: CalibrationTable, tensors: Iterable[st
     found = {}
     for name, s in scores.items():
         lo, hi, err, base = s.best()
-        found[name] = (lo, hi)
         if (lo, hi) != s.cands[0]:
+            found[name] = (lo, hi)
             log.debug("range search: %s [%.4g, %.4g] -> [%.4g, %.4g] (output error %.3g -> %.3g)",
                       name, s.cands[0][0], s.cands[0][1], lo, hi, base, err)
     return found
