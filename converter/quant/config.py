@@ -45,8 +45,8 @@ class QuantConfig:
     from E[x xᵀ] of its input on the first ``rounding_batches`` calibration batches (only when ``quantize``
     gets calibration data; ``quant.weight_rounding``); ``"nearest"``: round to nearest. MatMul weights
     (transformers) are always rounded to nearest.
-    ``range_search``: ``"output"`` narrows each Conv/Gemm activation's calibrated range where that makes the
-    consuming layer's output error smaller, measured on the first ``range_batches`` calibration batches
+    ``range_search``: ``"output"`` narrows each Conv feature map's calibrated range where that makes the
+    consuming layers' output error smaller, measured on the first ``range_batches`` calibration batches
     (only when ``quantize`` gets calibration data; ``quant.range_search``); ``"none"``: the calibrated ranges.
     """
 

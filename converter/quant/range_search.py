@@ -243,6 +243,16 @@ def search_ranges(model: ir.Model, table: CalibrationTable, tensors: Iterable[st
     return found
 
 
+def on_conv(model: ir.Model, name: str) -> bool:
+    """True when the tensor ``name`` is a Conv's input or output (a CNN feature map)."""
+    for v in _values(model):
+        if v.name == name:
+            producer = v.producer()
+            return (producer is not None and producer.op_type == "Conv") or any(
+                u.node.op_type == "Conv" for u in v.uses())
+    return False
+
+
 def apply_ranges(table: CalibrationTable, ranges: Mapping[str, tuple[float, float]]) -> CalibrationTable:
     """A copy of ``table`` with the ranges (and INT8 parameters) of ``ranges`` replaced."""
     tensors = dict(table.tensors)
