@@ -118,6 +118,8 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto | ir.Model, table: 
         )
     table = _match_symmetry(table, config)
     m, table, config = smoothquant.apply(m, table, config, data, _calibrate, smoothquant_cache, progress)
+    if config.range_search == "output" and data:
+        table = _search_ranges(m, table, config, data, progress, smoothquant_cache)
     hessians = (_weight_hessians(m, config, data, progress, smoothquant_cache)
                 if config.weight_rounding == "gptq" and data else None)
     m = pipeline.insert_qdq(m, table, config, hessians)
@@ -150,6 +152,28 @@ def _weight_hessians(m: ir.Model, config: QuantConfig, data: list[dict[str, np.n
             found = collect_hessians(m, missing, batches, on_batch=lambda: shown.update(1))
         known.update({(name, missing[name][0]): found.get(name) for name in missing})
     return {name: known[(name, layer[0])] for name, layer in layers.items() if known[(name, layer[0])] is not None}
+
+
+def _search_ranges(m: ir.Model, table: CalibrationTable, config: QuantConfig, data: list[dict[str, np.ndarray]],
+                   progress: bool = False, cache: dict | None = None) -> CalibrationTable:
+    """``table`` with the activation ranges the output-error search picks (``quant.range_search``;
+    ``cache``: shared by calls on the same model, table and data). Only Conv feature maps are searched
+    (measured on CNNs); transformer MatMul inputs keep their calibrated ranges."""
+    from .progress import bar
+    from .quant.range_search import apply_ranges, on_conv, search_ranges
+
+    names = [n for n in needed_tensors(m, config) if n in table.tensors and on_conv(m, n)]
+    known = {} if cache is None else cache.setdefault(("ranges", config.range_batches), {})
+    missing = [n for n in names if (n, table.tensors[n].lo, table.tensors[n].hi) not in known]
+    if missing:
+        batches = data[: config.range_batches]
+        with bar(progress, len(batches), "range search", unit="batch") as shown:
+            found = search_ranges(m, table, missing, batches, on_batch=lambda: shown.update(1))
+        known.update({(n, table.tensors[n].lo, table.tensors[n].hi): found.get(n) for n in missing})
+    ranges = {n: known[(n, table.tensors[n].lo, table.tensors[n].hi)] for n in names}
+    ranges = {n: r for n, r in ranges.items() if r is not None}
+    log.info("range search: %d of %d activation ranges narrowed by their consumers' output error", len(ranges), len(names))
+    return apply_ranges(table, ranges)
 
 
 def _match_symmetry(table: CalibrationTable, config: QuantConfig) -> CalibrationTable:

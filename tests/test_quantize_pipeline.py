@@ -180,3 +180,15 @@ def test_cli_weight_rounding(digits_cnn_onnx: Path, digits_split: dict, tmp_path
     assert max(int(np.abs(a[k].astype(int) - b[k].astype(int)).max()) for k in a) <= 8
     res = _cli([str(digits_cnn_onnx), "--data", "builtin:digits", "--weight-rounding", "adaround", "-o", str(outs["gptq"])])
     assert res.exit_code == 2 and "weight-rounding" in res.output
+
+
+def test_cli_range_search(digits_cnn_onnx: Path, digits_split: dict, tmp_path: Path) -> None:
+    """--range-search none writes a model that keeps the digits accuracy; an unknown choice is a usage error."""
+    out = tmp_path / "cnn.none.onnx"
+    res = _cli([str(digits_cnn_onnx), "--data", "builtin:digits", "--num-samples", "48", "--weight-rounding", "nearest",
+                "--range-search", "none", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    X, y = digits_split["X_test"], digits_split["y_test"]
+    assert _accuracy(str(out), X, y) >= _accuracy(str(digits_cnn_onnx), X, y) - 0.02
+    res = _cli([str(digits_cnn_onnx), "--data", "builtin:digits", "--range-search", "wide", "-o", str(out)])
+    assert res.exit_code == 2 and "range-search" in res.output

@@ -46,6 +46,9 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 @click.option("--weight-rounding", type=click.Choice(["gptq", "nearest"]), default="gptq", show_default=True,
               help="Conv/Gemm weights: rounded so each layer's output error is small, from its input statistics "
                    "on --data (GPTQ), or to nearest. Without --data: nearest.")
+@click.option("--range-search", type=click.Choice(["output", "none"]), default="output", show_default=True,
+              help="Activation ranges: narrowed where that lowers the consuming layer's output error on --data "
+                   "(output), or the calibrated ranges as they are (none). Without --data: none.")
 @click.option("--target-accuracy", metavar="METRIC=VALUE",
               help="Keep the most sensitive layers in float until METRIC (cosine, min_cosine, snr, top1 vs FP32) "
                    "reaches VALUE on held-out data, e.g. cosine=0.999. Needs --data.")
@@ -71,7 +74,7 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 def command(model: Path, calib: Path | None, data: str | None, num_samples: int | None, batch_size: int,
             max_length: int, tokenizer: str | None, method: str | None, smoothquant: str | None,
             exclude: tuple[str, ...], target: str, cpu: str, quantize_attention: bool | None, per_tensor: bool,
-            weight_rounding: str, target_accuracy: str | None, weights: str | None, group_size: int, algo: str,
+            weight_rounding: str, range_search: str, target_accuracy: str | None, weights: str | None, group_size: int, algo: str,
             act_order: bool | None, asymmetric: bool, hera: bool, damp: float, weight_format: str,
             dynamic_activations: bool, eval_data: str | None,
             output: Path, force: bool) -> None:
@@ -104,7 +107,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
         if calib is None and data is None:
             raise click.UsageError("give --calib TABLE.json or --data SOURCE")
         config = QuantConfig(smoothquant=sq, target=target, cpu=cpu, quantize_attention=quantize_attention,
-                             per_channel=not per_tensor, weight_rounding=weight_rounding, **_split_excludes(exclude))
+                             per_channel=not per_tensor, weight_rounding=weight_rounding, range_search=range_search, **_split_excludes(exclude))
         if not model.is_file():
             raise click.ClickException(f"model file not found: {model}")
         table = _load_table(calib) if calib is not None else None

@@ -12,6 +12,7 @@ Target = Literal["ort-cpu", "tensorrt"]
 SmoothQuant = Union[float, Literal["auto"], None]
 ACTIVATION_DTYPES: tuple[str, ...] = ("uint8", "int8")
 WEIGHT_ROUNDING: tuple[str, ...] = ("gptq", "nearest")
+RANGE_SEARCHES: tuple[str, ...] = ("output", "none")
 AUTO_ALPHAS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SMOOTHQUANT_SEARCHES: tuple[str, ...] = ("layer", "model")
 
@@ -44,6 +45,9 @@ class QuantConfig:
     from E[x xᵀ] of its input on the first ``rounding_batches`` calibration batches (only when ``quantize``
     gets calibration data; ``quant.weight_rounding``); ``"nearest"``: round to nearest. MatMul weights
     (transformers) are always rounded to nearest.
+    ``range_search``: ``"output"`` narrows each Conv feature map's calibrated range where that makes the
+    consuming layers' output error smaller, measured on the first ``range_batches`` calibration batches
+    (only when ``quantize`` gets calibration data; ``quant.range_search``); ``"none"``: the calibrated ranges.
     """
 
     smoothquant: SmoothQuant = None
@@ -61,6 +65,8 @@ class QuantConfig:
     bias_correction: bool = True
     weight_rounding: str = "gptq"
     rounding_batches: int = 16
+    range_search: str = "output"
+    range_batches: int = 4
     auto_alphas: tuple[float, ...] = AUTO_ALPHAS
     auto_batches: int = 2
     smoothquant_search: str = "layer"
@@ -91,6 +97,11 @@ class QuantConfig:
         if self.weight_rounding not in WEIGHT_ROUNDING:
             raise QuantizationError(f"weight_rounding must be one of {', '.join(WEIGHT_ROUNDING)}, "
                                     f"got {self.weight_rounding!r}")
+        if self.range_search not in RANGE_SEARCHES:
+            raise QuantizationError(f"range_search must be one of {', '.join(RANGE_SEARCHES)}, "
+                                    f"got {self.range_search!r}")
+        if self.range_batches < 1:
+            raise QuantizationError(f"range_batches must be >= 1, got {self.range_batches}")
         if self.rounding_batches < 1:
             raise QuantizationError(f"rounding_batches must be >= 1, got {self.rounding_batches}")
         if self.smoothquant_search not in SMOOTHQUANT_SEARCHES:
