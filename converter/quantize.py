@@ -156,11 +156,11 @@ def _weight_hessians(m: ir.Model, config: QuantConfig, data: list[dict[str, np.n
 
 def _search_ranges(m: ir.Model, table: CalibrationTable, config: QuantConfig, data: list[dict[str, np.ndarray]],
                    progress: bool = False, cache: dict | None = None) -> CalibrationTable:
-    """``table`` with the activation ranges the output-error search picks (``quant.range_search``;
+    """``table`` with the activation ranges the output-error search picks (``calib.range_search``;
     ``cache``: shared by calls on the same model, table and data). Only Conv feature maps are searched
     (measured on CNNs); transformer MatMul inputs keep their calibrated ranges."""
     from .progress import bar
-    from .quant.range_search import apply_ranges, on_conv, search_ranges
+    from .calib.range_search import apply_ranges, on_conv, search_ranges
 
     names = [n for n in needed_tensors(m, config) if n in table.tensors and on_conv(m, n)]
     known = {} if cache is None else cache.setdefault(("ranges", config.range_batches), {})

@@ -47,7 +47,7 @@ class QuantConfig:
     (transformers) are always rounded to nearest.
     ``range_search``: ``"output"`` narrows each Conv feature map's calibrated range where that makes the
     consuming layers' output error smaller, measured on the first ``range_batches`` calibration batches
-    (only when ``quantize`` gets calibration data; ``quant.range_search``); ``"none"``: the calibrated ranges.
+    (only when ``quantize`` gets calibration data; ``calib.range_search``); ``"none"``: the calibrated ranges.
     """
 
     smoothquant: SmoothQuant = None

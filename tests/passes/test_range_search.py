@@ -15,7 +15,7 @@ from qdq_graphs import calibrate_table, make_model, run
 from converter.calib.ranges import quant_params
 from converter.quant.config import QuantConfig
 from converter.quant.errors import QuantizationError
-from converter.quant.range_search import FRACTIONS, RangeScore, search_ranges
+from converter.calib.range_search import FRACTIONS, RangeScore, search_ranges
 from converter.quantize import quantize
 
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx_ir as ir
 
-from ..calib.ranges import quant_params
-from ..calib.table import CalibrationTable, TensorRange
-from .errors import QuantizationError
+from ..quant.errors import QuantizationError
+from .ranges import quant_params
+from .table import CalibrationTable, TensorRange
 
 log = logging.getLogger(__name__)
 
