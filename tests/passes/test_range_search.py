@@ -97,7 +97,9 @@ def test_range_search_brings_a_cnn_closer_to_fp32() -> None:
     assert found and all(table.tensors[n].lo - 1e-6 <= lo and hi <= table.tensors[n].hi + 1e-6
                          for n, (lo, hi) in found.items())
     assert any(hi < 0.9 * table.tensors[n].hi for n, (lo, hi) in found.items())
-    cfg = QuantConfig(weight_rounding="nearest")
+    # 8-bit weights on every CPU (exact arithmetic does not depend on it): with the 7-bit weights of the avx2
+    # profile the weights' error dominates this small net and the search's gain is within noise (-1.4%)
+    cfg = QuantConfig(weight_rounding="nearest", cpu="vnni")
     plain = quantize(model, table, dataclasses.replace(cfg, range_search="none"), calib_data=calib)
     searched = quantize(model, table, cfg, calib_data=calib)
     feeds = {"x": np.concatenate([_heavy_tailed(rng, (8, 8, 8, 8)) for _ in range(4)])}
