@@ -144,13 +144,19 @@ def test_quantize_file_is_atomic_and_rejects_bad_model(tmp_path: Path, digits_cn
         quantize_file(digits_cnn_onnx, tmp_path / "o2.onnx", tmp_path / "missing.json")
 
 
+def _keeps_digits_accuracy(model: Path, split: dict, out: Path, *options: str) -> None:
+    """`qdq quantize MODEL --data builtin:digits OPTIONS -o OUT` succeeds and keeps the digits accuracy
+    within 2 points of FP32's."""
+    res = _cli([str(model), "--data", "builtin:digits", *options, "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    X, y = split["X_test"], split["y_test"]
+    assert _accuracy(str(out), X, y) >= _accuracy(str(model), X, y) - 0.02
+
+
 def test_cli_calibrates_on_the_fly(digits_cnn_onnx: Path, digits_split: dict, tmp_path: Path) -> None:
     out = tmp_path / "cnn.int8.onnx"
-    res = _cli([str(digits_cnn_onnx), "--data", "builtin:digits", "--num-samples", "32", "--smoothquant", "0.5",
-                "--method", "percentile", "-o", str(out)])
-    assert res.exit_code == 0, res.output
-    X, y = digits_split["X_test"], digits_split["y_test"]
-    assert _accuracy(str(out), X, y) >= _accuracy(str(digits_cnn_onnx), X, y) - 0.02
+    _keeps_digits_accuracy(digits_cnn_onnx, digits_split, out, "--num-samples", "32", "--smoothquant", "0.5",
+                           "--method", "percentile")
     res = _cli([str(digits_cnn_onnx), "--data", "builtin:digits", "--smoothquant", "fast", "-o", str(out)])
     assert res.exit_code == 2 and "auto" in res.output
 
@@ -163,12 +169,8 @@ def test_cli_weight_rounding(digits_cnn_onnx: Path, digits_split: dict, tmp_path
     outs = {}
     for mode in ("gptq", "nearest"):
         outs[mode] = tmp_path / f"cnn.{mode}.onnx"
-        res = _cli([str(digits_cnn_onnx), "--data", "builtin:digits", "--num-samples", "48",
-                    "--weight-rounding", mode, "-o", str(outs[mode])])
-        assert res.exit_code == 0, res.output
-    X, y = digits_split["X_test"], digits_split["y_test"]
-    for out in outs.values():
-        assert _accuracy(str(out), X, y) >= _accuracy(str(digits_cnn_onnx), X, y) - 0.02
+        _keeps_digits_accuracy(digits_cnn_onnx, digits_split, outs[mode], "--num-samples", "48",
+                               "--weight-rounding", mode)
 
     def weights(path: Path) -> dict:
         m = onnx.load(str(path))
@@ -185,10 +187,7 @@ def test_cli_weight_rounding(digits_cnn_onnx: Path, digits_split: dict, tmp_path
 def test_cli_range_search(digits_cnn_onnx: Path, digits_split: dict, tmp_path: Path) -> None:
     """--range-search none writes a model that keeps the digits accuracy; an unknown choice is a usage error."""
     out = tmp_path / "cnn.none.onnx"
-    res = _cli([str(digits_cnn_onnx), "--data", "builtin:digits", "--num-samples", "48", "--weight-rounding", "nearest",
-                "--range-search", "none", "-o", str(out)])
-    assert res.exit_code == 0, res.output
-    X, y = digits_split["X_test"], digits_split["y_test"]
-    assert _accuracy(str(out), X, y) >= _accuracy(str(digits_cnn_onnx), X, y) - 0.02
+    _keeps_digits_accuracy(digits_cnn_onnx, digits_split, out, "--num-samples", "48", "--weight-rounding", "nearest",
+                           "--range-search", "none")
     res = _cli([str(digits_cnn_onnx), "--data", "builtin:digits", "--range-search", "wide", "-o", str(out)])
     assert res.exit_code == 2 and "range-search" in res.output
