@@ -46,6 +46,9 @@ def lookup_range(table: CalibrationTable, value: ir.Value) -> TensorRange | None
     monotone maps of one calibrated input (``_derived_range``), that input's range mapped."""
     v: ir.Value | None = value
     while v is not None:
+        if _range_preserving(v.producer()):
+            v = v.producer().inputs[0]
+            continue
         if v.name in table.tensors:
             return table.tensors[v.name]
         producer = v.producer()
@@ -55,6 +58,17 @@ def lookup_range(table: CalibrationTable, value: ir.Value) -> TensorRange | None
             return _derived_range(table, producer, v)
         v = producer.inputs[0]
     return None
+
+
+def _range_preserving(node: ir.Node | None) -> bool:
+    """A nearest Resize: its output values are its input's, and ONNX Runtime runs it on uint8 only when
+    the Q after it has the scale and zero point of the DQ before it (drop-Q/DQ selector). Linear and cubic
+    modes keep their own calibrated range: ORT 1.32 runs them in float between DQ and Q even with shared
+    parameters (checked on its optimized graph)."""
+    if node is None or node.op_type != "Resize" or node.domain not in ("", "ai.onnx") or not node.inputs:
+        return False
+    mode = node.attributes.get("mode")
+    return node.inputs[0] is not None and (mode is None or mode.as_string() == "nearest")
 
 
 def _derived_range(table: CalibrationTable, node: ir.Node, out: ir.Value) -> TensorRange | None:

@@ -169,7 +169,7 @@ def _on_feature_maps(node: ir.Node, rule: OpRule, config: QuantConfig) -> bool:
 
 _CONV_OPS = frozenset({"Conv", "ConvTranspose"})
 _PASS_THROUGH = frozenset({"Sigmoid", "HardSigmoid", "Mul", "Relu", "Clip", "Add", "GlobalAveragePool",
-                           "ReduceMean", "HardSwish", "LeakyRelu"})
+                           "ReduceMean", "HardSwish", "LeakyRelu", "Resize", "Concat", "MaxPool"})
 
 
 def _after_conv(value: ir.Value, depth: int = 4) -> bool:

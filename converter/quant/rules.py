@@ -146,6 +146,15 @@ full feature map: an SE/SiLU net (``tools/zoo.py``, se-silu-net) ran INT8 at 148
 8; onnxruntime's quantize_static, which quantizes them, 84 ms. HardSwish and HardSigmoid have no rule: ORT has no
 integer kernel for them, so for ort-cpu preprocessing writes them as depthwise Conv + Clip + Mul
 (``passes.hard_activations``), which the Conv and Mul rules cover."""
+register(OpRule("Resize", weight=None, quantize_output=True, feature_map_only=True))
+"""Upsampling of Conv feature maps (segmentation / U-Net heads): with Q/DQ of the same scale around it
+ONNX Runtime CPU drops them and resizes the uint8 data directly (its QDQ drop-Q/DQ selector): a nearest
+Resize's output reuses its input's range (``insert_qdq._range_preserving``). Linear mode still runs in
+float on ORT 1.32, but its quantized output feeds ``QLinearConcat`` / ``QLinearConv``."""
+register(OpRule("Concat", activations=tuple(range(64)), weight=None, quantize_output=True, feature_map_only=True))
+"""Concatenation of Conv feature maps (U-Net skip connections): with every input DQ and the output Q,
+ONNX Runtime CPU runs ``com.microsoft.QLinearConcat``. Transformers' Concats (KV cache, rotary halves) are
+not 4-D Conv feature maps and stay float."""
 for _op in ("GlobalAveragePool", "AveragePool"):
     register(OpRule(_op, weight=None, quantize_output=True, feature_map_only=True))
 """Pools of Conv feature maps (squeeze-and-excitation, classifier heads): ``QLinearGlobalAveragePool`` /

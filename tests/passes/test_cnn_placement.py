@@ -3,6 +3,7 @@ activation), ORT fuses the result into QLinearConv; an SE block stays within tol
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 import onnx_ir as ir
 from onnx import helper
@@ -325,3 +326,37 @@ def test_only_spatial_means_with_kept_dims_become_pools() -> None:
              "t": np.ones((2, 5, 8), np.float32)}
     for got, want in zip(run(ir.to_proto(m), feeds), run(model, feeds)):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def _seg_head(mode: str) -> onnx.ModelProto:
+    """A U-Net decoder step: Conv -> Resize (x2) -> Concat with a skip Conv output -> Conv."""
+    rng = np.random.default_rng(21)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["skip"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["skip"], ["s1"]),
+        helper.make_node("Conv", ["s1", "wd", "bd"], ["down"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["down"], ["d1"]),
+        helper.make_node("Resize", ["d1", "", "scales"], ["up"], mode=mode),
+        helper.make_node("Concat", ["up", "s1"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "w2", "b2"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    inits = {"w1": _w(rng, C, 3, 3, 3), "b1": _w(rng, C), "wd": _w(rng, C, C, 3, 3), "bd": _w(rng, C),
+             "scales": np.array([1, 1, 2, 2], np.float32), "w2": _w(rng, 8, 2 * C, 3, 3), "b2": _w(rng, 8)}
+    return make_model(nodes, {"x": ["batch", 3, 12, 12]}, ["y"], inits)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_and_concat_run_on_uint8_between_convs(tmp_path, mode: str) -> None:
+    """ort-cpu: the Concat runs as QLinearConcat and a nearest Resize on uint8 (its DQ/Q dropped: the Q
+    after it reuses its input's scale); before, both ran in float between a DequantizeLinear and the next
+    QuantizeLinear. ORT 1.32 keeps a linear Resize in float between DQ and Q."""
+    model = _seg_head(mode)
+    q = quantize(model, calibrate_table(model, _batches(22, 4)), QuantConfig())
+    ops = optimized_op_types(q, tmp_path)
+    assert ops["QLinearConv"] == 2 and ops["QLinearConcat"] == 1 and ops["Concat"] == 0, ops
+    # left: the last Conv's input, weight and bias DQs (it writes the float graph output), and linear's
+    assert ops["DequantizeLinear"] == (3 if mode == "nearest" else 4), ops
+    feeds = _batches(23, 1)[0]
+    ref, exact, fused = run(model, feeds)[0], run_exact(q, feeds)["y"], run(q, feeds)[0]
+    assert np.abs(exact - ref).max() < 0.05 * np.abs(ref).max()
+    assert_fused_close(fused, exact)
