@@ -11,7 +11,6 @@ on the fly (see dynamic.py).
 """
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from runtime.atomic import atomic_write
 from ..errors import ExportError, ModelFileError
 from ..loadcheck import save_ir_loadable
 from ..memory import release_memory
+from ..models import source_model_dir
 from .config import WeightOnlyConfig, WeightQuantError
 from .hessian import collect_hessians
 from .matmulnbits import MS_DOMAIN, blockwise_dq_nodes, matmulnbits_node
@@ -219,7 +219,7 @@ def quantize_weights(
     quantized = None
     if needs_hessians(config) and hessians is None:
         folder = Path(source) if source is not None else (
-            None if isinstance(model, ir.Model) else _source_dir(ir_model))
+            None if isinstance(model, ir.Model) else source_model_dir(ir_model))
         if folder is not None:
             if calibration is None:
                 raise WeightQuantError("GPTQ needs calibration data (text for a causal LM)")
@@ -241,19 +241,13 @@ def quantize_weights(
         from ..loadcheck import ensure_loads
 
         ir.save(held.pop(), tmp)
-        gc.collect()
+        release_memory()
         ensure_loads(tmp)
 
     result.path = atomic_write(output, write if not isinstance(model, ir.Model) else
                                lambda tmp: save_ir_loadable(model, tmp))
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _source_dir(model: ir.Model) -> Path | None:
-    from ..models import source_model_dir
-
-    return source_model_dir(model)
 
 
 def _wanted(ir_model: ir.Model, config: WeightOnlyConfig) -> set[str]:
