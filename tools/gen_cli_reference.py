@@ -23,7 +23,7 @@ _HEADER = """# CLI reference
 
 Generated from the Click commands by `python tools/gen_cli_reference.py`; do not edit by hand
 (`tests/test_docs.py` fails when this page and the commands differ). What each command is for, with
-examples: [usage.md](usage.md); every command also answers `--help`.
+examples: [usage.md](usage.md). Every command also takes `-h` / `--help`.
 """
 
 
@@ -68,14 +68,18 @@ def _names(param: click.Parameter) -> str:
     return names
 
 
+def _is_help(param: click.Parameter) -> bool:
+    return isinstance(param, click.Option) and param.is_eager and "--help" in param.opts
+
+
 def _command_section(group: click.Group, name: str, cmd: click.Command) -> list[str]:
-    parent = click.Context(group, info_name="qdq")
+    parent = click.Context(group, info_name="qdq", **group.context_settings)
     ctx = click.Context(cmd, info_name=name, parent=parent, terminal_width=_WIDTH, max_content_width=_WIDTH)
     usage = " ".join(cmd.collect_usage_pieces(ctx))
     lines = [f"## `qdq {name}`", "", "```text", f"qdq {name} {usage}", "```", ""]
     if cmd.help:
         lines += [inspect.cleandoc(click.unstyle(cmd.help).split("\f")[0]), ""]
-    params = [p for p in cmd.get_params(ctx) if not getattr(p, "hidden", False) and p.name != "help"]
+    params = [p for p in cmd.get_params(ctx) if not getattr(p, "hidden", False) and not _is_help(p)]
     if params:
         lines += ["| argument / option | type | default | help |", "| --- | --- | --- | --- |"]
         for p in params:
@@ -91,7 +95,8 @@ def render(group: click.Group | None = None) -> str:
     """The whole reference page for ``group`` (default: the ``qdq`` command group)."""
     if group is None:
         from converter.cli import main as group
-    ctx = click.Context(group, info_name="qdq", terminal_width=_WIDTH, max_content_width=_WIDTH)
+    ctx = click.Context(group, info_name="qdq", terminal_width=_WIDTH, max_content_width=_WIDTH,
+                        **group.context_settings)
     lines = [_HEADER, "## `qdq` (global options)", "", "```text", "qdq [OPTIONS] COMMAND [ARGS]...", "```", ""]
     lines += ["| option | type | default | help |", "| --- | --- | --- | --- |"]
     lines += [f"| {_names(p)} | {_type_name(p)} | {_default(p)} | {_cell(getattr(p, 'help', None) or '')} |"
