@@ -168,3 +168,26 @@ def test_python_api_page_example_runs(quickstart_dir: Path) -> None:
     assert done.returncode == 0, f"docs/python-api.md:{line}\n{done.stderr}"
     assert "[]" in done.stdout  # check_model found no violation
     assert list((quickstart_dir / "build").glob("*.manifest.json"))
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", [README, ROOT / "CHANGELOG.md", *DOC_PAGES], ids=lambda p: p.name)
+def test_relative_links_resolve(page: Path) -> None:
+    text = _FENCE.sub("", page.read_text(encoding="utf-8"))
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        if not dest.exists():
+            broken.append(target)
+        elif anchor and dest.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", _FENCE.sub("", dest.read_text(encoding="utf-8")), re.MULTILINE)
+            if anchor not in {_anchor(h) for h in headings}:
+                broken.append(target)
+    assert not broken, f"{page.name}: broken links {broken}"
