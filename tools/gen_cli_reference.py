@@ -32,6 +32,8 @@ def _cell(text: str) -> str:
 
 
 def _type_name(param: click.Parameter) -> str:
+    if isinstance(param, click.Option) and param.metavar:
+        return f"`{param.metavar}`"
     if isinstance(param, click.Option) and param.is_flag and not param.count:
         return "flag"
     if isinstance(param.type, click.Choice):
@@ -84,7 +86,7 @@ def _command_section(group: click.Group, name: str, cmd: click.Command) -> list[
         lines += ["| argument / option | type | default | help |", "| --- | --- | --- | --- |"]
         for p in params:
             help_text = _cell(getattr(p, "help", None) or "")
-            if isinstance(p, click.Option) and p.multiple:
+            if isinstance(p, click.Option) and p.multiple and "repeat" not in help_text.lower():
                 help_text = (help_text + " (repeatable)").strip()
             lines.append(f"| {_names(p)} | {_type_name(p)} | {_default(p)} | {help_text} |")
         lines.append("")
