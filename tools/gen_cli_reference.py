@@ -33,7 +33,7 @@ def _cell(text: str) -> str:
 
 def _type_name(param: click.Parameter) -> str:
     if isinstance(param, click.Option) and param.metavar:
-        return f"`{param.metavar}`"
+        return f"`{_cell(param.metavar)}`"
     if isinstance(param, click.Option) and param.is_flag and not param.count:
         return "flag"
     if isinstance(param.type, click.Choice):
