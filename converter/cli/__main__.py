@@ -1,4 +1,4 @@
 """`python -m converter.cli` runs the `qdq` command line."""
 from . import main
 
-main()
+main(prog_name="qdq")
