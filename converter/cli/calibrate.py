@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .errors import one_line_errors
+from .executor_options import executor_options, open_executor
 from .outputs import check_outputs, force_option
 
 
@@ -65,10 +66,12 @@ def _input_specs(model: Path) -> list:
               help="Calibrate every float activation (inputs and outputs of MatMul, Add, Softmax, LayerNorm, ...), "
                    "as onnxruntime's calibrators do, not only the tensors `qdq quantize` can quantize.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@executor_options("contiguous shards of the data (merged exactly: the same table as one process)")
 @force_option
 def command(model: Path, data: str, method: str, num_samples: int | None, batch_size: int, percentile: float,
             asymmetric: bool, max_length: int, tokenizer: str | None, num_bins: int, output: Path,
-            trt_cache: Path | None, all_tensors: bool, no_progress: bool, force: bool) -> None:
+            trt_cache: Path | None, all_tensors: bool, no_progress: bool, executor: str, ray_address: str | None,
+            force: bool) -> None:
     """Calibrate MODEL (FP32 ONNX) on --data and write per-tensor ranges to -o."""
     from calibration_data import DataError, open_data
 
@@ -87,7 +90,8 @@ def command(model: Path, data: str, method: str, num_samples: int | None, batch_
                                  scope="all" if all_tensors or trt_cache is not None else "quantizable")
             batches = open_data(data, _input_specs(model), batch_size=batch_size, num_samples=num_samples,
                                 model_dir=_tokenizer_dir(model, tokenizer), max_length=max_length)
-            table = calibrate(model, batches, config, progress=not no_progress)
+            with open_executor(executor, ray_address) as ex:
+                table = calibrate(model, batches, config, progress=not no_progress, executor=ex)
             table.save(output)
             if trt_cache is not None:
                 table.save_tensorrt_cache(trt_cache)
