@@ -137,7 +137,9 @@ class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, max_parallel: int | None = None,
-                 max_retries: int = 3, cpus_per_task: float = 1) -> None:
+                 max_retries: int = 3, cpus_per_task: float = 1, python_path: Sequence[str] = ()) -> None:
+        """``python_path``: folders the workers import task code from (e.g. ``tools/``), put on the
+        tasks' PYTHONPATH (on a cluster they must exist on every node)."""
         try:
             import ray
         except ImportError:
@@ -156,6 +158,9 @@ class RayExecutor(Executor):
         self.max_parallel = max_parallel
         self.max_retries = max_retries
         self._remote = ray.remote(max_retries=max_retries, num_cpus=cpus_per_task)(_ray_task)
+        if python_path:  # per task, so it holds on a Ray someone else started too
+            paths = [str(p) for p in python_path] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+            self._remote = self._remote.options(runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}})
 
     @property
     def parallelism(self) -> int:
@@ -196,7 +201,12 @@ class RayExecutor(Executor):
             cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else None
             if isinstance(cause, TaskFailedError):
                 raise TaskFailedError(str(cause), cause.item, cause.worker) from None
-            raise TaskFailedError(f"{label} failed: {exc}", label) from None
+            # Ray's own failure around the task (e.g. its code or arguments cannot be loaded there)
+            text = str(cause) if cause is not None else str(exc)
+            lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+            worker = f"{getattr(exc, 'ip', '?')}, pid {getattr(exc, 'pid', '?')}"
+            raise TaskFailedError(f"{label} failed on {worker}: {lines[-1] if lines else type(exc).__name__}",
+                                  label, worker) from None
         except rex.RayError as exc:  # worker or node died more than max_retries times
             first = (str(exc).strip().splitlines() or [""])[0]
             raise TaskFailedError(f"{label} was lost after {self.max_retries} retries: {type(exc).__name__}: {first}",

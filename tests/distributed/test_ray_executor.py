@@ -154,3 +154,26 @@ def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch, digits_cnn
     assert res.exit_code == 1
     assert "pip install 'qdq[distributed]'" in res.output and len(res.output.strip().splitlines()) == 1
     assert not Path("unused.json").exists()
+
+
+def test_zoo_sweep_on_ray_equals_local(ray_executor, tmp_path: Path) -> None:
+    """tools/zoo.py --executor ray: one task per model, the same rows as the local sweep."""
+    import importlib.util
+    import sys
+
+    tools = Path(__file__).resolve().parents[2] / "tools"
+    if "zoo" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("zoo", tools / "zoo.py")
+        sys.modules["zoo"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["zoo"])
+    zoo = sys.modules["zoo"]
+    rows = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / f"{executor}.json"
+        zoo.main(["--only", "mobilenet-v3", "--size", "tiny", "--runs", "0", "--calib-batches", "2",
+                  "--executor", executor, "--work", str(tmp_path / executor), "--json", str(out)])
+        rows[executor] = json.loads(out.read_text())
+    for r in rows["local"] + rows["ray"]:
+        r.pop("seconds")
+    assert rows["ray"] == rows["local"]
+    assert rows["local"][0]["model"] == "mobilenet-v3" and not rows["local"][0]["errors"]
