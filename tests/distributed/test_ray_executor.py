@@ -177,3 +177,24 @@ def test_zoo_sweep_on_ray_equals_local(ray_executor, tmp_path: Path) -> None:
         r.pop("seconds")
     assert rows["ray"] == rows["local"]
     assert rows["local"][0]["model"] == "mobilenet-v3" and not rows["local"][0]["errors"]
+
+
+def test_cli_sensitivity_and_target_accuracy_on_ray_equal_local(ray_executor, digits_cnn_onnx: Path,
+                                                               tmp_path: Path) -> None:
+    runner = CliRunner()
+    reports, models = {}, {}
+    for executor in ("local", "ray"):
+        out = tmp_path / f"{executor}.json"
+        res = runner.invoke(main, ["sensitivity", str(digits_cnn_onnx), "--data", "builtin:digits", "--metric", "snr",
+                                   "--mode", "without", "--executor", executor, "--json", str(out)])
+        assert res.exit_code == 0, res.output
+        reports[executor] = json.loads(out.read_text())
+        models[executor] = tmp_path / f"{executor}.int8.onnx"
+        res = runner.invoke(main, ["quantize", str(digits_cnn_onnx), "--data", "builtin:digits", "--target-accuracy",
+                                   "snr=52", "--executor", executor, "-o", str(models[executor])])
+        assert res.exit_code == 0, res.output
+        assert " 1. float " in res.output  # the sensitivity search ran: at least one layer back in float
+    for r in reports.values():
+        r.pop("seconds")
+    assert reports["ray"] == reports["local"] and len(reports["local"]["layers"]) == 4
+    assert models["ray"].read_bytes() == models["local"].read_bytes()
