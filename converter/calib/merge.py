@@ -2,11 +2,12 @@
 
 A histogram's counts on the power-of-two grid are the same whichever order the values came in; only the
 grid (width, window) depends on the stream's history, and that history is a function of each batch's
-``(min, max, excluded, valid)`` alone. So a shard records those four numbers per batch and bins its
-values at the smallest width that fits its own range; the merge replays every shard's records in data
-order through a :class:`HistogramObserver` (the one-process grid, exactly) and re-bins each shard's counts
-onto it (exact: floor division by a power of two). Per-channel sums are added batch by batch in data
-order, as the one-process observer adds them. The merged statistics therefore equal, bit for bit, those
+``(min, max, excluded, valid)`` alone. So a shard records those four numbers per batch, with the batch's
+index in the data, and bins its values at the smallest width that fits its own range; the merge replays
+every shard's records in data order through a :class:`HistogramObserver` (the one-process grid, exactly)
+and re-bins each shard's counts onto it (exact: floor division by a power of two). Per-channel sums are
+added batch by batch in data order, as the one-process observer adds them. A shard may hold any subset of
+the batches (contiguous runs, or every k-th batch). The merged statistics therefore equal, bit for bit, those
 of one process reading every batch in order.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ class ShardHistogramObserver(HistogramObserver):
 
     def __init__(self, num_bins: int = 2048, sentinel_abs: float = 1e30) -> None:
         super().__init__(num_bins, sentinel_abs)
-        self.records: list[tuple[float, float, int, int]] = []
+        self.index = 0  # the data index of the batch being observed (set by the collector)
+        self.records: list[tuple[int, float, float, int, int]] = []
 
     def update(self, x: np.ndarray) -> None:
         flat = np.asarray(x).reshape(-1)
@@ -36,14 +38,14 @@ class ShardHistogramObserver(HistogramObserver):
             if fused is not None:
                 mn, mx, excluded = fused
                 n = int(flat.size - excluded)
-                self.records.append((mn, mx, excluded, n))
+                self.records.append((self.index, mn, mx, excluded, n))
                 self.nonfinite += excluded
                 self.count += n
                 self.min, self.max = min(self.min, mn), max(self.max, mx)
                 return
         flat, mn, mx, excluded, filtered = scan(flat, self.sentinel_abs)
         n = int(flat.size - excluded)
-        self.records.append((mn, mx, excluded, n))
+        self.records.append((self.index, mn, mx, excluded, n))
         if self.advance(mn, mx, excluded, n, min_step=0):
             kernels.accumulate(flat, self.exp, self.origin, self.counts, self.sentinel_abs if filtered else None)
 
@@ -57,19 +59,19 @@ class ShardChannelObserver(ChannelAbsMaxObserver):
 
     def __init__(self, axis: int, sentinel_abs: float = 1e30, name: str = "?") -> None:
         super().__init__(axis, sentinel_abs, name)
-        self.batch_sums: list[tuple[np.ndarray, np.ndarray]] = []
+        self.index = 0  # the data index of the batch being observed (set by the collector)
+        self.batch_sums: list[tuple[int, np.ndarray, np.ndarray]] = []
 
     def accumulate(self, total: np.ndarray, count: np.ndarray) -> None:
-        self.batch_sums.append((total, count))
+        self.batch_sums.append((self.index, total, count))
 
 
 def merge_histograms(shards: Sequence[ShardHistogramObserver], name: str = "?") -> HistogramObserver:
     """The observer one process would hold after every shard's batches, in shard order."""
     first = shards[0]
     merged = HistogramObserver(first.num_bins, first.sentinel_abs)
-    for shard in shards:
-        for record in shard.records:
-            merged.advance(*record)
+    for record in sorted((r for shard in shards for r in shard.records), key=lambda r: r[0]):
+        merged.advance(*record[1:])
     if merged.counts is None:  # the values so far are one point: min, max and count say it all
         return merged
     merged.counts[:] = 0  # the replay binned only the single-point prefix; the shards hold every value
@@ -114,6 +116,6 @@ def merge_channels(shards: Sequence[ShardChannelObserver]) -> ChannelAbsMaxObser
                                    f"{merged.absmax.size} to {shard.absmax.size} between batches")
         else:
             np.maximum(merged.absmax, shard.absmax, out=merged.absmax)
-        for total, count in shard.batch_sums:
-            merged.accumulate(total.copy(), count.copy())
+    for _, total, count in sorted((b for shard in shards for b in shard.batch_sums), key=lambda b: b[0]):
+        merged.accumulate(total.copy(), count.copy())
     return merged

@@ -71,17 +71,17 @@ def command(model: Path, calib: Path | None, data: str, num_samples: int | None,
     with Engine.load(model) as eng:
         specs = eng.input_specs
     batches = list(open_model_data(model, specs, data, num_samples, batch_size, max_length, tokenizer))
-    with open_executor(executor, ray_address) as ex, bar(None, "sensitivity", unit="variant") as shown:
+    with open_executor(executor, ray_address) as ex:
         table = (CalibrationTable.load(calib) if calib
                  else calibrate(model, batches, progress=on_terminal(), executor=ex))
+        with bar(None, "sensitivity", unit="variant") as shown:
+            def step(done: int, total: int) -> None:  # few, slow steps: draw each (tqdm skips updates within 0.1 s)
+                shown.total = total
+                shown.update(done - shown.n)
+                shown.refresh()
 
-        def step(done: int, total: int) -> None:  # few, slow steps: draw each (tqdm skips updates within 0.1 s)
-            shown.total = total
-            shown.update(done - shown.n)
-            shown.refresh()
-
-        report = analyze(table_quantizer(model, table), Evaluator(model, batches), QuantConfig(), metric,
-                         modes=modes or ("without", "alone"), progress=step, executor=ex)
+            report = analyze(table_quantizer(model, table), Evaluator(model, batches), QuantConfig(), metric,
+                             modes=modes or ("without", "alone"), progress=step, executor=ex)
     click.echo(f"all layers INT8: {metric} {report.full:.5f}   ({len(report.layers)} layers, {report.seconds:.0f}s)")
     click.echo(f"{'layer':<44} {'op':<8} {'without it':>11} {'it alone':>10}")
     for layer in report.ranked():

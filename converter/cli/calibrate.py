@@ -1,6 +1,7 @@
 """`qdq calibrate`: stream calibration data through an FP32 model and save per-tensor ranges."""
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def command(model: Path, data: str, method: str, num_samples: int | None, batch_
     from converter.calib.config import CalibConfig
     from converter.calib.table import CalibrationError
     from converter.calibrate import calibrate
+    from converter.distributed.calibrate import DataSource
 
     check_outputs([(output, "json"), (trt_cache, "text")], [model, data], force)
     started = time.perf_counter()
@@ -88,8 +90,11 @@ def command(model: Path, data: str, method: str, num_samples: int | None, batch_
             config = CalibConfig(method=method, percentile=percentile, symmetric=not asymmetric, batch_size=batch_size,
                                  num_samples=num_samples, num_bins=num_bins,
                                  scope="all" if all_tensors or trt_cache is not None else "quantizable")
-            batches = open_data(data, _input_specs(model), batch_size=batch_size, num_samples=num_samples,
-                                model_dir=_tokenizer_dir(model, tokenizer), max_length=max_length)
+            source = functools.partial(open_data, data, _input_specs(model), batch_size=batch_size,
+                                       num_samples=num_samples, model_dir=_tokenizer_dir(model, tokenizer),
+                                       max_length=max_length)
+            # on Ray every worker opens --data itself and streams its share of the batches
+            batches = DataSource(source) if executor != "local" else source()
             with open_executor(executor, ray_address) as ex:
                 table = calibrate(model, batches, config, progress=not no_progress, executor=ex)
             table.save(output)

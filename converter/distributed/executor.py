@@ -104,20 +104,26 @@ class LocalExecutor(Executor):
 _WORKER_CACHE: dict[str, Any] = {}
 
 
+class _Shared:
+    """A job's context in the object store; Ray does not fetch object references nested in an argument,
+    so each task carries this small handle and :func:`worker_cached` fetches once per worker."""
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+
 def worker_cached(context: Any) -> Any:
     """The context object: fetched from the object store once per worker process, then reused.
 
-    The Ray executor hands tasks ``[ObjectRef]`` (a list, so Ray does not fetch it per task); this
-    resolves it. Anything else is returned as it is (the local executor passes the object itself).
+    Anything but a Ray executor's handle is returned as it is (the local executor passes the object itself).
     """
-    if isinstance(context, list) and len(context) == 1 and type(context[0]).__name__ == "ObjectRef":
-        ref = context[0]
-        key = ref.hex()
+    if isinstance(context, _Shared):
+        key = context.ref.hex()
         if key not in _WORKER_CACHE:
             import ray
 
             _WORKER_CACHE.clear()  # one job's context at a time per worker: bounded memory
-            _WORKER_CACHE[key] = ray.get(ref)
+            _WORKER_CACHE[key] = ray.get(context.ref)
         return _WORKER_CACHE[key]
     return context
 
@@ -170,7 +176,7 @@ class RayExecutor(Executor):
             label: Callable[[T], str] = str, on_result: Callable[[int], None] | None = None) -> list[R]:
         ray = self._ray
         items = list(items)
-        ctx = [ray.put(context)]  # once; tasks get the reference, workers fetch it once each
+        ctx = _Shared(ray.put(context))  # once; tasks get the reference, workers fetch it once each
         labels = [label(i) for i in items]
         limit = self.parallelism
         pending: dict[Any, int] = {}

@@ -12,7 +12,7 @@ from converter.calib.merge import (ShardChannelObserver, ShardHistogramObserver,
 from converter.calib.observers import ChannelAbsMaxObserver, HistogramObserver
 from converter.calibrate import CalibConfig, calibrate
 from converter.distributed import LocalExecutor
-from converter.distributed.calibrate import calibrate_sharded
+from converter.distributed.calibrate import DataSource, calibrate_sharded
 from converter.distributed.executor import split
 
 
@@ -53,6 +53,21 @@ def test_histogram_shards_merge_to_the_streaming_histogram(seed: int, parts: int
     assert _state(merge_histograms(shards)) == _state(whole)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_interleaved_shards_merge_to_the_streaming_histogram(seed: int) -> None:
+    """Every k-th batch per shard (how workers split a data source they each open): the batch indices
+    put the records back in data order."""
+    batches = _stream(seed)
+    whole = HistogramObserver(64)
+    for b in batches:
+        whole.update(b)
+    shards = [ShardHistogramObserver(64) for _ in range(3)]
+    for i, b in enumerate(batches):
+        shards[i % 3].index = i
+        shards[i % 3].update(b)
+    assert _state(merge_histograms(shards)) == _state(whole)
+
+
 def test_shard_window_that_must_move_keeps_the_streaming_width() -> None:
     """A shard whose window must move (not widen) to take its next batch: widening it as the streaming
     observer does would leave it coarser than the one-process grid, which no merge could undo."""
@@ -84,12 +99,10 @@ def test_channel_sums_merge_in_batch_order() -> None:
     whole = ChannelAbsMaxObserver(-1)
     for b in batches:
         whole.update(b)
-    shards = []
-    for run in split(batches, 4):
-        obs = ShardChannelObserver(-1)
-        for b in run:
-            obs.update(b)
-        shards.append(obs)
+    shards = [ShardChannelObserver(-1) for _ in range(4)]
+    for i, b in enumerate(batches):  # interleaved: the merge must put the sums back in batch order
+        shards[i % 4].index = i
+        shards[i % 4].update(b)
     merged = merge_channels(shards)
     assert merged.absmax.tobytes() == whole.absmax.tobytes()
     assert merged.mean.tobytes() == whole.mean.tobytes()
@@ -108,4 +121,8 @@ def test_sharded_minilm_calibration_equals_one_process(minilm_onnx: Path, minilm
     one = calibrate(minilm_onnx, minilm_batches, config, progress=False)
     three = calibrate_sharded(minilm_onnx, minilm_batches, LocalExecutor(), config, shards=3)
     assert _table_dict(three) == _table_dict(one)
+    # each shard opening the data itself and keeping every 2nd batch
+    streamed = calibrate_sharded(minilm_onnx, DataSource(lambda: iter(minilm_batches)), LocalExecutor(), config,
+                                 shards=2)
+    assert _table_dict(streamed) == _table_dict(one)
     assert one.channel_mean and one.tensors
