@@ -153,10 +153,11 @@ class RayExecutor(Executor):
         self._ray = ray
         self._started = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus}
+            # joining a cluster takes its resources as they are; a local Ray gets ours
+            kwargs: dict[str, Any] = ({"address": address} if address else
+                                      {"num_cpus": num_cpus, "include_dashboard": False})
             try:
-                ray.init(**kwargs, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                ray.init(**kwargs, log_to_driver=False, configure_logging=False)
             except Exception as exc:  # noqa: BLE001 - connection errors come in many types
                 where = f"the Ray cluster at {address}" if address else "a local Ray"
                 raise DistributedError(f"could not start {where}: {type(exc).__name__}: {exc}") from None
