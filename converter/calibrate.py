@@ -49,8 +49,9 @@ def calibrate(
     """Calibrate ``model`` on ``data`` (feed dicts, one batch each) and return the ranges.
 
     ``tensors`` overrides the default choice (float activations around ``config.op_types``).
-    ``executor`` (e.g. Ray, ``converter.distributed``) calibrates contiguous shards of the batches in
-    parallel and merges them exactly: the table equals this process's.
+    ``executor`` (e.g. Ray, ``converter.distributed``) calibrates shards of the data in parallel and
+    merges them exactly: the table equals this process's. ``data`` may then be a
+    ``converter.distributed.calibrate.DataSource`` that every worker opens and streams itself.
     Raises CalibrationDataError when the data is empty or does not fit the model's inputs.
     """
     config = config or CalibConfig()
