@@ -231,16 +231,15 @@ def sweep(specs: list[ZooModel], work: Path, args: argparse.Namespace) -> list[R
     from converter.distributed import make_executor
     from converter.progress import bar
 
-    tools = Path(__file__).resolve().parent
-    options = {} if args.executor == "local" else {"cpus_per_task": args.threads, "python_path": [str(tools)]}
+    options = {} if args.executor == "local" else {"cpus_per_task": args.threads}
     with make_executor(args.executor, args.ray_address, **options) as ex, \
             bar(sys.stderr.isatty(), len(specs), "zoo", unit="model") as shown:
-        task = sweep_task
-        if ex.name != "local":
-            import zoo  # the importable module (not __main__), so workers load the task by name
+        if ex.name != "local":  # tools/ is no package: its code travels with the task, workers need no copy
+            import ray.cloudpickle
 
-            task = zoo.sweep_task
-        rows = ex.map(task, [s.name for s in specs], context=(work, args), label=lambda n: f"model {n}",
+            for name in {"zoo_models", "bench_cnn", __name__} - {"__main__"}:
+                ray.cloudpickle.register_pickle_by_value(sys.modules[name])
+        rows = ex.map(sweep_task, [s.name for s in specs], context=(work, args), label=lambda n: f"model {n}",
                       on_result=lambda _: shown.update(1))
     for r in rows:
         log.info("%s: %.0fs, cos %s, speed-up %s, check %s / %s%s", r.model, r.seconds, _f(r.cos_fused, ".4f"),

@@ -143,9 +143,7 @@ class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, max_parallel: int | None = None,
-                 max_retries: int = 3, cpus_per_task: float = 1, python_path: Sequence[str] = ()) -> None:
-        """``python_path``: folders the workers import task code from (e.g. ``tools/``), put on the
-        tasks' PYTHONPATH (on a cluster they must exist on every node)."""
+                 max_retries: int = 3, cpus_per_task: float = 1) -> None:
         try:
             import ray
         except ImportError:
@@ -165,9 +163,6 @@ class RayExecutor(Executor):
         self.max_parallel = max_parallel
         self.max_retries = max_retries
         self._remote = ray.remote(max_retries=max_retries, num_cpus=cpus_per_task)(_ray_task)
-        if python_path:  # per task, so it holds on a Ray someone else started too
-            paths = [str(p) for p in python_path] + [p for p in [os.environ.get("PYTHONPATH")] if p]
-            self._remote = self._remote.options(runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}})
 
     @property
     def parallelism(self) -> int:
