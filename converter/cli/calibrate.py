@@ -67,7 +67,7 @@ def _input_specs(model: Path) -> list:
               help="Calibrate every float activation (inputs and outputs of MatMul, Add, Softmax, LayerNorm, ...), "
                    "as onnxruntime's calibrators do, not only the tensors `qdq quantize` can quantize.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-@executor_options("contiguous shards of the data (merged exactly: the same table as one process)")
+@executor_options("the shards of --data (each worker reads its share; merged exactly: the same table as one process)")
 @force_option
 def command(model: Path, data: str, method: str, num_samples: int | None, batch_size: int, percentile: float,
             asymmetric: bool, max_length: int, tokenizer: str | None, num_bins: int, output: Path,
