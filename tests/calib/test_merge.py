@@ -115,9 +115,9 @@ def _table_dict(table) -> dict:  # noqa: ANN001
     return d
 
 
-@pytest.mark.parametrize("method", ["percentile", "entropy"])
-def test_sharded_minilm_calibration_equals_one_process(minilm_onnx: Path, minilm_batches: list, method: str) -> None:
-    config = CalibConfig(method=method, scope="all")
+def test_sharded_minilm_calibration_equals_one_process(minilm_onnx: Path, minilm_batches: list) -> None:
+    # percentile: ranges from the histograms (entropy and mse read the same histograms)
+    config = CalibConfig(method="percentile", scope="all")
     one = calibrate(minilm_onnx, minilm_batches, config, progress=False)
     three = calibrate_sharded(minilm_onnx, minilm_batches, LocalExecutor(), config, shards=3)
     assert _table_dict(three) == _table_dict(one)
