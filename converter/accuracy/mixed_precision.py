@@ -6,12 +6,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import onnx
 
 from ..quant.config import QuantConfig
 from .evaluate import Evaluator, Target
 from .sensitivity import SensitivityReport, analyze
+
+if TYPE_CHECKING:
+    from ..distributed import Executor
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +63,12 @@ def reach_target(
     target: Target,
     latency_fn: Callable[[onnx.ModelProto], float] | None = None,
     max_float_layers: int | None = None,
+    executor: "Executor | None" = None,
 ) -> MixedPrecisionResult:
     """Greedy: rank layers by how much un-quantizing each alone helps (on ``sensitivity_eval``),
     then put them back to float one at a time, most helpful first, until ``target`` holds on
     ``heldout_eval``. ``latency_fn`` (optional) times each step so every decision's speed cost shows.
+    ``executor`` runs the sensitivity variants (e.g. on Ray); the greedy steps run here.
     """
     t0 = time.perf_counter()
     model = quantize_fn(config)
@@ -72,7 +78,7 @@ def reach_target(
     if target.met(start):
         result.seconds = time.perf_counter() - t0
         return result
-    report = analyze(quantize_fn, sensitivity_eval, config, target.metric)
+    report = analyze(quantize_fn, sensitivity_eval, config, target.metric, executor=executor)
     result.sensitivity = report
     limit = max_float_layers if max_float_layers is not None else len(report.layers)
     excluded: list[str] = []

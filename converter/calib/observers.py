@@ -197,10 +197,11 @@ class HistogramObserver:
         self.origin = self._place(lo, hi, exp)
         self.counts = np.zeros(self.num_bins, np.int64)
 
-    def _widen(self, lo: float, hi: float) -> None:
-        """Grow the width by the smallest power of two that covers ``[lo, hi]``; merge counts exactly."""
+    def _widen(self, lo: float, hi: float, min_step: int = 1) -> None:
+        """Grow the width by the smallest power of two (at least ``2**min_step``) that covers ``[lo, hi]``
+        and re-place the window; merge counts exactly."""
         assert self.counts is not None
-        j = 1
+        j = min_step
         while not self._fits(lo, hi, self.exp + j):
             j += 1
         new_exp = self.exp + j
@@ -225,24 +226,33 @@ class HistogramObserver:
                 self.min, self.max = min(self.min, mn), max(self.max, mx)
                 return
         flat, mn, mx, excluded, filtered = scan(x, self.sentinel_abs)
+        if self.advance(mn, mx, excluded, int(flat.size - excluded)):
+            kernels.accumulate(flat, self.exp, self.origin, self.counts, self.sentinel_abs if filtered else None)
+
+    def advance(self, mn: float, mx: float, excluded: int, n: int, min_step: int = 1) -> bool:
+        """The grid's part of one update: a batch of ``n`` valid values in ``[mn, mx]`` (``excluded`` others)
+        moves the range, the counters and the grid, but is not binned. True when its values must be binned.
+
+        The grid depends on these numbers only, never on the values, so replaying them reproduces a
+        stream's grid (``converter.calib.merge``). ``min_step=0`` re-places the window without widening
+        when the range still fits (shards use it: their width is then the smallest that fits)."""
         self.nonfinite += excluded
-        n = int(flat.size - excluded)
         if n == 0:
-            return
+            return False
         first_value = self.min if self.count else None
         self.min = min(self.min, mn)
         self.max = max(self.max, mx)
         if self.counts is None:
             if self.min == self.max:  # every value so far is the same: wait for a real range
                 self.count += n
-                return
+                return False
             self._init_grid(self.min, self.max)
             if first_value is not None:  # the values seen while the range was a single point
                 self._add_value(first_value, self.count)
         elif not self._contains(mn, mx):
-            self._widen(self.min, self.max)
+            self._widen(self.min, self.max, min_step)
         self.count += n
-        kernels.accumulate(flat, self.exp, self.origin, self.counts, self.sentinel_abs if filtered else None)
+        return True
 
     def _contains(self, lo: float, hi: float) -> bool:
         a, b = self._span(lo, hi, self.exp)
@@ -283,6 +293,10 @@ class ChannelAbsMaxObserver:
         return (self._sum / np.maximum(self._count, 1)).astype(np.float32)
 
     def _add_sum(self, rows: np.ndarray) -> None:
+        self.accumulate(*self._batch_sum(rows))
+
+    def _batch_sum(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel float64 sum and count of one batch's values below ``sentinel_abs``."""
         total = rows.sum(axis=0, dtype=np.float64)
         count = np.full(rows.shape[1], rows.shape[0], np.float64)
         if not np.all(np.isfinite(total)) or np.any(np.abs(total) >= self.sentinel_abs):
@@ -290,6 +304,10 @@ class ChannelAbsMaxObserver:
                 ok = np.abs(rows) < self.sentinel_abs
             total = np.where(ok, rows, 0).sum(axis=0, dtype=np.float64)
             count = ok.sum(axis=0).astype(np.float64)
+        return total, count
+
+    def accumulate(self, total: np.ndarray, count: np.ndarray) -> None:
+        """Add one batch's per-channel sums (in batch order: float addition is not associative)."""
         if self._sum is None:
             self._sum, self._count = total, count
         elif self._sum.shape == total.shape:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .data_options import data_options, open_model_data
+from .executor_options import executor_options, open_executor
 from .outputs import check_outputs
 
 
@@ -52,8 +53,10 @@ def echo_mixed_precision(result) -> None:  # noqa: ANN001
 @click.option("--mode", "modes", type=click.Choice(["without", "alone"]), multiple=True,
               help="without: un-quantize each layer alone; alone: quantize only it. Default: both.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
+@executor_options("the per-layer variants (and the calibration without --calib)")
 def command(model: Path, calib: Path | None, data: str, num_samples: int | None, batch_size: int, max_length: int,
-            tokenizer: str | None, metric: str, modes: tuple[str, ...], json_path: Path | None) -> None:
+            tokenizer: str | None, metric: str, modes: tuple[str, ...], json_path: Path | None, executor: str,
+            ray_address: str | None) -> None:
     """Output error caused by each quantized layer of MODEL (FP32), from one calibration pass."""
     from converter.accuracy import Evaluator, analyze, table_quantizer
     from converter.calib.table import CalibrationTable
@@ -68,15 +71,17 @@ def command(model: Path, calib: Path | None, data: str, num_samples: int | None,
     with Engine.load(model) as eng:
         specs = eng.input_specs
     batches = list(open_model_data(model, specs, data, num_samples, batch_size, max_length, tokenizer))
-    table = CalibrationTable.load(calib) if calib else calibrate(model, batches, progress=on_terminal())
-    with bar(None, "sensitivity", unit="variant") as shown:
-        def step(done: int, total: int) -> None:  # few, slow steps: draw each (tqdm skips updates within 0.1 s)
-            shown.total = total
-            shown.update(done - shown.n)
-            shown.refresh()
+    with open_executor(executor, ray_address) as ex:
+        table = (CalibrationTable.load(calib) if calib
+                 else calibrate(model, batches, progress=on_terminal(), executor=ex))
+        with bar(None, "sensitivity", unit="variant") as shown:
+            def step(done: int, total: int) -> None:  # few, slow steps: draw each (tqdm skips updates within 0.1 s)
+                shown.total = total
+                shown.update(done - shown.n)
+                shown.refresh()
 
-        report = analyze(table_quantizer(model, table), Evaluator(model, batches), QuantConfig(), metric,
-                         modes=modes or ("without", "alone"), progress=step)
+            report = analyze(table_quantizer(model, table), Evaluator(model, batches), QuantConfig(), metric,
+                             modes=modes or ("without", "alone"), progress=step, executor=ex)
     click.echo(f"all layers INT8: {metric} {report.full:.5f}   ({len(report.layers)} layers, {report.seconds:.0f}s)")
     click.echo(f"{'layer':<44} {'op':<8} {'without it':>11} {'it alone':>10}")
     for layer in report.ranked():

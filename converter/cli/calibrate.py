@@ -1,12 +1,14 @@
 """`qdq calibrate`: stream calibration data through an FP32 model and save per-tensor ranges."""
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
 import click
 
 from .errors import one_line_errors
+from .executor_options import executor_options, open_executor
 from .outputs import check_outputs, force_option
 
 
@@ -65,16 +67,19 @@ def _input_specs(model: Path) -> list:
               help="Calibrate every float activation (inputs and outputs of MatMul, Add, Softmax, LayerNorm, ...), "
                    "as onnxruntime's calibrators do, not only the tensors `qdq quantize` can quantize.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@executor_options("the shards of --data (each worker reads its share; merged exactly: the same table as one process)")
 @force_option
 def command(model: Path, data: str, method: str, num_samples: int | None, batch_size: int, percentile: float,
             asymmetric: bool, max_length: int, tokenizer: str | None, num_bins: int, output: Path,
-            trt_cache: Path | None, all_tensors: bool, no_progress: bool, force: bool) -> None:
+            trt_cache: Path | None, all_tensors: bool, no_progress: bool, executor: str, ray_address: str | None,
+            force: bool) -> None:
     """Calibrate MODEL (FP32 ONNX) on --data and write per-tensor ranges to -o."""
     from calibration_data import DataError, open_data
 
     from converter.calib.config import CalibConfig
     from converter.calib.table import CalibrationError
     from converter.calibrate import calibrate
+    from converter.distributed.calibrate import DataSource
 
     check_outputs([(output, "json"), (trt_cache, "text")], [model, data], force)
     started = time.perf_counter()
@@ -85,9 +90,13 @@ def command(model: Path, data: str, method: str, num_samples: int | None, batch_
             config = CalibConfig(method=method, percentile=percentile, symmetric=not asymmetric, batch_size=batch_size,
                                  num_samples=num_samples, num_bins=num_bins,
                                  scope="all" if all_tensors or trt_cache is not None else "quantizable")
-            batches = open_data(data, _input_specs(model), batch_size=batch_size, num_samples=num_samples,
-                                model_dir=_tokenizer_dir(model, tokenizer), max_length=max_length)
-            table = calibrate(model, batches, config, progress=not no_progress)
+            source = functools.partial(open_data, data, _input_specs(model), batch_size=batch_size,
+                                       num_samples=num_samples, model_dir=_tokenizer_dir(model, tokenizer),
+                                       max_length=max_length)
+            # on Ray every worker opens --data itself and streams its share of the batches
+            batches = DataSource(source) if executor != "local" else source()
+            with open_executor(executor, ray_address) as ex:
+                table = calibrate(model, batches, config, progress=not no_progress, executor=ex)
             table.save(output)
             if trt_cache is not None:
                 table.save_tensorrt_cache(trt_cache)

@@ -7,6 +7,7 @@ import click
 
 from .data_options import data_options, open_model_data
 from .errors import one_line_errors
+from .executor_options import executor_options, open_executor
 from .outputs import check_outputs, force_option
 from .smoothquant_option import parse_smoothquant
 from .target_options import cpu_option, target_option
@@ -70,6 +71,7 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
               help="Held-out data for --target-accuracy (default: the last quarter of --data).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .onnx file.")
+@executor_options("the --target-accuracy sensitivity variants (and its calibration)")
 @force_option
 def command(model: Path, calib: Path | None, data: str | None, num_samples: int | None, batch_size: int,
             max_length: int, tokenizer: str | None, method: str | None, smoothquant: str | None,
@@ -77,7 +79,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
             weight_rounding: str, range_search: str, target_accuracy: str | None, weights: str | None, group_size: int, algo: str,
             act_order: bool | None, asymmetric: bool, hera: bool, damp: float, weight_format: str,
             dynamic_activations: bool, eval_data: str | None,
-            output: Path, force: bool) -> None:
+            output: Path, executor: str, ray_address: str | None, force: bool) -> None:
     """Quantize MODEL.onnx to static INT8 (QDQ) with ranges from --calib or from --data.
 
     --data also drives --smoothquant auto (alpha chosen per layer) and re-measures the ranges of
@@ -121,7 +123,8 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
             if feeds is None:
                 raise click.UsageError("--target-accuracy needs --data (to measure sensitivity and the held-out score)")
             held = _open_data(model, eval_data, num_samples, batch_size, max_length, tokenizer) if eval_data else None
-            out = _quantize_to_target(model, output, table, config, feeds, held, calib_config, target_accuracy)
+            with open_executor(executor, ray_address) as ex:
+                out = _quantize_to_target(model, output, table, config, feeds, held, calib_config, target_accuracy, ex)
         else:
             out = quantize_file(model, output, table, config, calib_data=feeds, calib_config=calib_config,
                                 progress=on_terminal())
@@ -130,7 +133,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
 
 
 def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, held: list | None,  # noqa: ANN001
-                        calib_config, target_text: str) -> Path:  # noqa: ANN001
+                        calib_config, target_text: str, executor=None) -> Path:  # noqa: ANN001
     """Mixed precision: full INT8, then the most sensitive layers back to float until the target holds."""
     from converter.accuracy import Evaluator, Target, reach_target, table_quantizer
     from converter.calibrate import calibrate
@@ -141,7 +144,7 @@ def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, h
     target = Target.parse(target_text)
     calib_part, held_part = split_data(feeds, held)
     if table is None:
-        table = calibrate(model, calib_part, calib_config, progress=False)
+        table = calibrate(model, calib_part, calib_config, progress=False, executor=executor)
 
     # one quantizer for every variant: it keeps SmoothQuant auto's captures and searches
     quantize_fn = table_quantizer(model, table, calib_part if config.smoothquant == "auto" else None)
@@ -149,7 +152,7 @@ def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, h
     probe = latency_probe()
     click.echo(f"FP32: {probe(str(model)):.2f} ms (batch 8)")
     result = reach_target(quantize_fn, Evaluator(model, calib_part), Evaluator(model, held_part), config, target,
-                          latency_fn=probe)
+                          latency_fn=probe, executor=executor)
     echo_mixed_precision(result)
     if not result.reached:
         raise click.ClickException(f"accuracy target {target_text} not reached (best {result.final_score:.5f}); "
