@@ -10,6 +10,7 @@ import click
 from .errors import one_line_errors
 from .executor_options import executor_options, open_executor
 from .outputs import check_outputs, force_option
+from .progress import on_terminal
 
 
 def _tokenizer_dir(model: Path, tokenizer: str | None) -> Path | None:
@@ -96,7 +97,7 @@ def command(model: Path, data: str, method: str, num_samples: int | None, batch_
             # on Ray every worker opens --data itself and streams its share of the batches
             batches = DataSource(source) if executor != "local" else source()
             with open_executor(executor, ray_address) as ex:
-                table = calibrate(model, batches, config, progress=not no_progress, executor=ex)
+                table = calibrate(model, batches, config, progress=not no_progress and on_terminal(), executor=ex)
             table.save(output)
             if trt_cache is not None:
                 table.save_tensorrt_cache(trt_cache)
