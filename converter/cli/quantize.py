@@ -7,6 +7,7 @@ import click
 
 from .data_options import data_options, open_model_data
 from .errors import one_line_errors
+from .image_options import image_options
 from .executor_options import executor_options, open_executor
 from .outputs import check_outputs, force_option
 from .smoothquant_option import parse_smoothquant
@@ -33,6 +34,7 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 @click.option("--calib", "calib", type=click.Path(dir_okay=False, path_type=Path),
               help="Calibration table (JSON) from `qdq calibrate` for this model.")
 @data_options(default_samples=128, required=False)
+@image_options
 @click.option("--method", type=click.Choice(["minmax", "percentile", "mse", "entropy"]), default=None,
               help="Calibration method with --data (default minmax).")
 @click.option("--smoothquant", "smoothquant", default=None, metavar="ALPHA|auto",
@@ -74,7 +76,7 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 @executor_options("the --target-accuracy sensitivity variants (and its calibration)")
 @force_option
 def command(model: Path, calib: Path | None, data: str | None, num_samples: int | None, batch_size: int,
-            max_length: int, tokenizer: str | None, method: str | None, smoothquant: str | None,
+            max_length: int, tokenizer: str | None, image, method: str | None, smoothquant: str | None,
             exclude: tuple[str, ...], target: str, cpu: str, quantize_attention: bool | None, per_tensor: bool,
             weight_rounding: str, range_search: str, target_accuracy: str | None, weights: str | None, group_size: int, algo: str,
             act_order: bool | None, asymmetric: bool, hera: bool, damp: float, weight_format: str,
@@ -113,7 +115,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
         if not model.is_file():
             raise click.ClickException(f"model file not found: {model}")
         table = _load_table(calib) if calib is not None else None
-        feeds = _open_data(model, data, num_samples, batch_size, max_length, tokenizer) if data else None
+        feeds = _open_data(model, data, num_samples, batch_size, max_length, tokenizer, image) if data else None
         calib_config = None
         if method is not None:
             from converter.calib.config import CalibConfig
@@ -122,7 +124,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
         if target_accuracy:
             if feeds is None:
                 raise click.UsageError("--target-accuracy needs --data (to measure sensitivity and the held-out score)")
-            held = _open_data(model, eval_data, num_samples, batch_size, max_length, tokenizer) if eval_data else None
+            held = _open_data(model, eval_data, num_samples, batch_size, max_length, tokenizer, image) if eval_data else None
             with open_executor(executor, ray_address) as ex:
                 out = _quantize_to_target(model, output, table, config, feeds, held, calib_config, target_accuracy, ex)
         else:
@@ -171,9 +173,9 @@ def _load_table(path: Path):
 
 
 def _open_data(model: Path, source: str, num_samples: int | None, batch_size: int, max_length: int,
-               tokenizer: str | None) -> list:
+               tokenizer: str | None, image=None) -> list:  # noqa: ANN001
     from runtime import Engine
 
     with Engine.load(model) as eng:
         specs = eng.input_specs
-    return list(open_model_data(model, specs, source, num_samples, batch_size, max_length, tokenizer))
+    return list(open_model_data(model, specs, source, num_samples, batch_size, max_length, tokenizer, image))
