@@ -20,6 +20,10 @@ import numpy as np
 import onnxruntime as ort
 
 
+TYPES = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+         "tensor(uint8)": np.uint8, "tensor(float16)": np.float16}
+
+
 def install_capture(folder: Path) -> None:
     """Wrap ``InferenceSession.run`` so each call's feeds land in ``folder/<stem>/<n>.npz``."""
     original = ort.InferenceSession.run
@@ -31,7 +35,8 @@ def install_capture(folder: Path) -> None:
         counts[stem] = n + 1
         out = folder / stem
         out.mkdir(parents=True, exist_ok=True)
-        np.savez(out / f"{n:05d}.npz", **{k: np.asarray(v) for k, v in input_feed.items()})
+        types = {i.name: TYPES.get(i.type) for i in self.get_inputs()}  # as the session will take them
+        np.savez(out / f"{n:05d}.npz", **{k: np.asarray(v, dtype=types.get(k)) for k, v in input_feed.items()})
         return original(self, output_names, input_feed, run_options)
 
     ort.InferenceSession.run = run
