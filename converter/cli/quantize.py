@@ -174,8 +174,7 @@ def _load_table(path: Path):
 
 def _open_data(model: Path, source: str, num_samples: int | None, batch_size: int, max_length: int,
                tokenizer: str | None, image=None) -> list:  # noqa: ANN001
-    from runtime import Engine
+    from .calibrate import _input_specs
 
-    with Engine.load(model) as eng:
-        specs = eng.input_specs
+    specs = _input_specs(model)  # from the graph: initializers listed as inputs are not feeds
     return list(open_model_data(model, specs, source, num_samples, batch_size, max_length, tokenizer, image))
