@@ -24,6 +24,7 @@ from .errors import ModelFileError
 from . import pipeline
 from .passes.qdq_placement import needed_tensors
 from .prepare import MIN_OPSET, prepare_proto
+from .prepare.control_flow import report_subgraphs
 from .quant.config import QuantConfig
 from .quant.errors import QuantizationError
 from .quant.exclude import check_exclusions, node_names_and_ops
@@ -115,6 +116,7 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto | ir.Model, table: 
     if named:  # names as the user sees them (qdq inspect), and as placement sees them after the cleanups
         check_exclusions(config, named + node_names_and_ops(m))
     needed = needed_tensors(m, config)
+    report_subgraphs(m, bool(needed))
     if not needed:
         raise QuantizationError(
             f"nothing to quantize: no {'/'.join(config.op_types)} with a float activation and a constant "

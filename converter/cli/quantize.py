@@ -73,6 +73,9 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
               help="Held-out data for --target-accuracy (default: the last quarter of --data).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .onnx file.")
+@click.option("--speed-check/--no-speed-check", "speed_check", default=None,
+              help="Time the INT8 model against FP32 at batch 1 and 8 and say in one line if it is slower "
+                   "(default: on when one FP32 run takes under 0.5 s).")
 @executor_options("the --target-accuracy sensitivity variants (and its calibration)")
 @force_option
 def command(model: Path, calib: Path | None, data: str | None, num_samples: int | None, batch_size: int,
@@ -81,7 +84,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
             weight_rounding: str, range_search: str, target_accuracy: str | None, weights: str | None, group_size: int, algo: str,
             act_order: bool | None, asymmetric: bool, hera: bool, damp: float, weight_format: str,
             dynamic_activations: bool, eval_data: str | None,
-            output: Path, executor: str, ray_address: str | None, force: bool) -> None:
+            output: Path, speed_check: bool | None, executor: str, ray_address: str | None, force: bool) -> None:
     """Quantize MODEL.onnx to static INT8 (QDQ) with ranges from --calib or from --data.
 
     --data also drives --smoothquant auto (alpha chosen per layer) and re-measures the ranges of
@@ -132,6 +135,13 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
                                 progress=on_terminal())
     size = out.stat().st_size / 1e6
     click.echo(f"wrote {out} ({size:.1f} MB, target {config.profile.key}, smoothquant {sq if sq is not None else 'off'})")
+    if speed_check is not False:
+        from converter.speed_check import MAX_SINGLE_RUN_S, check_speed
+
+        with one_line_errors():
+            result = check_speed(model, out, feeds[0] if feeds else None,
+                                 max_single_run_s=None if speed_check else MAX_SINGLE_RUN_S)
+        click.echo(result.line())
 
 
 def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, held: list | None,  # noqa: ANN001
