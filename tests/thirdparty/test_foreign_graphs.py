@@ -112,3 +112,20 @@ def test_opset_upgrade_failure_names_the_op(tmp_path: Path, photos: Path) -> Non
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "re-export with opset >= 13" in lines[0] and "head/TopK" in lines[0], res.output
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_inspect_counts_weights_in_constant_nodes(tmp_path: Path) -> None:
+    """paddle2onnx writes every weight as a Constant node: `qdq inspect` counts them as parameters."""
+    proto = graphs.conv_net()
+    for init in list(proto.graph.initializer):
+        proto.graph.node.insert(0, onnx.helper.make_node("Constant", [], [init.name], value=init))
+    del proto.graph.initializer[:]
+    src = tmp_path / "constants.onnx"
+    onnx.save(proto, str(src))
+    res = _qdq("inspect", src)
+    assert res.exit_code == 0, res.output
+    size_line = next(line for line in res.output.splitlines() if line.startswith("size"))
+    # 3*8*9 + 8*16*9 + 16*16*9 + 16*10 + 10 + 3 biases (8+16+16) weights
+    total = 3 * 8 * 9 + 8 * 16 * 9 + 16 * 16 * 9 + 16 * 10 + 10 + 8 + 16 + 16
+    assert f"{total / 1e6:.2f} M parameters ({total / 1e6:.2f} M of them in 8 Constant nodes)" in size_line
+    assert "float32" in res.output  # the weights line is there
