@@ -306,9 +306,9 @@ def e2e_cell(kind: str, s: dict | None) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| model | exporter | e2e qdq | e2e ORT | cos qdq | cos ORT | b1 qdq | b1 ORT | b8 qdq | b8 ORT "
-             "| check | notes |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | exporter | end-to-end qdq | end-to-end ORT | cos qdq | cos ORT | b1 FP32 ms | b1 qdq | b1 ORT "
+             "| b8 FP32 ms | b8 qdq | b8 ORT | check qdq | notes |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         kind = MODELS[r["model"]].kind
         sp = {k: _f(r.get(k), ".2f") + ("x" if r.get(k) else "") for k in
@@ -316,8 +316,8 @@ def format_table(rows: list[dict]) -> str:
         notes = "; ".join(r["errors"]).replace("|", "/")
         lines.append(f"| {r['model']} | {r['exporter']} | {e2e_cell(kind, r.get('qdq_e2e'))} | "
                      f"{e2e_cell(kind, r.get('ort_e2e'))} | {_f(r.get('qdq_cos'), '.4f')} | "
-                     f"{_f(r.get('ort_cos'), '.4f')} | {sp['qdq_b1_speedup']} | {sp['ort_b1_speedup']} | "
-                     f"{sp['qdq_b8_speedup']} | {sp['ort_b8_speedup']} | {r.get('check', '—')} | {notes} |")
+                     f"{_f(r.get('ort_cos'), '.4f')} | {_f(r.get('fp32_b1_ms'), '.1f')} | {sp['qdq_b1_speedup']} | "
+                     f"{sp['ort_b1_speedup']} | {_f(r.get('fp32_b8_ms'), '.1f')} | {sp['qdq_b8_speedup']} | {sp['ort_b8_speedup']} | {r.get('check', '—')} | {notes} |")
     return "\n".join(lines)
 
 
