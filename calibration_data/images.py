@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LAYOUTS = ("NCHW", "NHWC")
+RESIZES = ("stretch", "keep-ratio")
+CHANNEL_ORDERS = ("RGB", "BGR")
+STRIDE = 32  # keep-ratio on a model with dynamic height/width pads up to a multiple of this (detector strides)
 
 
 @dataclass(frozen=True)
@@ -112,11 +115,19 @@ def _fit_note(img: "Image.Image", channels: int, size: tuple[int, int] | None) -
     return ", ".join(changes) or None
 
 
+def _fit_inside(img_hw: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of an image of ``img_hw`` scaled, keeping its aspect ratio, to fit inside ``size``."""
+    ratio = min(size[0] / img_hw[0], size[1] / img_hw[1])
+    return (max(1, min(size[0], round(img_hw[0] * ratio))), max(1, min(size[1], round(img_hw[1] * ratio))))
+
+
 def load_image(path: Path, channels: int, size: tuple[int, int] | None,
-               on_fit: Callable[[Path, str], object] | None = None) -> np.ndarray:
+               on_fit: Callable[[Path, str], object] | None = None, keep_ratio: bool = False) -> np.ndarray:
     """One image as uint8 [height, width, channels], converted to grayscale/RGB and resized to ``size`` (h, w).
 
-    ``on_fit(path, change)`` is told when the image's channel count or size had to change."""
+    ``keep_ratio``: scaled to fit inside ``size`` with its aspect ratio kept (the result may be smaller
+    than ``size``; the caller pads). ``on_fit(path, change)`` is told when the image's channel count or
+    size had to change."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -125,7 +136,11 @@ def load_image(path: Path, channels: int, size: tuple[int, int] | None,
             if note is not None and on_fit is not None:
                 on_fit(path, note)
             img = img.convert("L" if channels == 1 else "RGB")
-            if size is not None and img.size != (size[1], size[0]):
+            if size is not None and keep_ratio:
+                h, w = _fit_inside((img.height, img.width), size)
+                if (img.height, img.width) != (h, w):
+                    img = img.resize((w, h), Image.Resampling.BILINEAR)
+            elif size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as exc:
@@ -144,10 +159,13 @@ class ImageReader:
     """Batches of images from a folder (or one file), shaped for a model's single image input.
 
     Float inputs get pixels / ``max_value`` (so [0, 1]), then ``(x - mean) / std`` when given;
-    integer inputs (e.g. uint8) get the raw pixel values.
+    integer inputs (e.g. uint8) get the raw pixel values. ``channel_order`` "BGR" reverses the colour
+    channels (paddle/cv2-trained models). ``resize`` "stretch" resizes to the size; "keep-ratio" scales
+    each image to fit inside it with its aspect ratio kept and places it top-left, the rest zeros (after
+    normalization); on a model with dynamic height/width the size is then rounded up to a multiple of 32.
     """
 
-    OPTIONS = frozenset({"size", "mean", "std", "layout", "max_value"})
+    OPTIONS = frozenset({"size", "mean", "std", "layout", "max_value", "resize", "channel_order"})
 
     def __init__(
         self,
@@ -161,6 +179,8 @@ class ImageReader:
         std: float | Sequence[float] | None = None,
         layout: str | None = None,
         max_value: float = 255.0,
+        resize: str = "stretch",
+        channel_order: str = "RGB",
     ) -> None:
         self.path = Path(source)
         if not self.path.exists():
@@ -170,7 +190,16 @@ class ImageReader:
             extra = ", ".join(repr(s.name) for s in input_specs[1:])
             raise DataError(f"image data feeds one input, but the model also needs {extra}")
         self.spec = input_specs[0]
+        if resize not in RESIZES:
+            raise DataError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
+        if channel_order.upper() not in CHANNEL_ORDERS:
+            raise DataError(f"channel order must be one of {', '.join(CHANNEL_ORDERS)}, got {channel_order!r}")
+        self.keep_ratio = resize == "keep-ratio"
+        self.bgr = channel_order.upper() == "BGR"
         self.layout = image_layout(self.spec, layout=layout, size=size)
+        self.fit_size = self.layout.size  # keep-ratio: images fit inside this; the canvas may be larger
+        if self.keep_ratio:
+            self.layout = self._stride_padded(self.layout)
         dtype = np.dtype(self.spec.dtype)
         if dtype.kind not in "fiu":
             raise DataError(f"input {self.spec.name!r}: images cannot fill a {dtype.name} input")
@@ -189,6 +218,18 @@ class ImageReader:
             raise DataError(f"no samples in {self.path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
         self._told_fit = False
 
+    def _stride_padded(self, layout: ImageLayout) -> ImageLayout:
+        """With keep-ratio: a dynamic height/width is rounded up to a multiple of STRIDE."""
+        if layout.size is None or layout.layout not in LAYOUTS:
+            return layout
+        h_axis = 2 if layout.layout == "NCHW" else 1
+        dims = (fixed(self.spec.shape[h_axis]), fixed(self.spec.shape[h_axis + 1]))
+        size = tuple(v if d is not None else -(-v // STRIDE) * STRIDE for v, d in zip(layout.size, dims, strict=True))
+        if size != layout.size:
+            log.info("input %r: keep-ratio pads %dx%d up to %dx%d (a multiple of %d)", self.spec.name,
+                     *layout.size, *size, STRIDE)
+        return ImageLayout(layout.layout, layout.channels, size)  # type: ignore[arg-type]
+
     def _fitted(self, path: Path, change: str) -> None:
         """Log, once per reader, that images are converted or resized to fit the input."""
         if not self._told_fit:
@@ -196,9 +237,11 @@ class ImageReader:
             log.warning("%s (%s) does not match input %s: images are converted and resized to fit "
                         "(said once)", path, change, self.spec.describe())
 
-    def _to_tensor(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 [N, H, W, C] to the spec's dtype and layout."""
+    def _to_tensor(self, pixels: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """uint8 [N, H, W, C] to the spec's dtype and layout (``valid`` [N, H, W]: False where padded)."""
         dtype = np.dtype(self.spec.dtype)
+        if self.bgr:
+            pixels = pixels[..., ::-1]
         if dtype.kind == "f":
             x = pixels.astype(np.float32) / np.float32(self.max_value)
             if self.mean is not None:
@@ -207,6 +250,8 @@ class ImageReader:
                 x = x / self.std
         else:
             x = pixels
+        if valid is not None:
+            x = np.where(valid[..., None], x, np.zeros((), x.dtype))
         layout = self.layout.layout
         if layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
@@ -217,11 +262,20 @@ class ImageReader:
         return np.ascontiguousarray(x, dtype=dtype)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        size = self.layout.size
+        size, fit = self.layout.size, self.fit_size
         for files in self.plan.batches(self.files, self.path):
             images = []
             for path in files:
-                pixels = load_image(path, self.layout.channels, size, on_fit=self._fitted)
+                pixels = load_image(path, self.layout.channels, fit, on_fit=self._fitted, keep_ratio=self.keep_ratio)
                 size = size or pixels.shape[:2]
+                fit = fit or size
                 images.append(pixels)
-            yield {self.spec.name: self._to_tensor(np.stack(images))}
+            if not self.keep_ratio:
+                yield {self.spec.name: self._to_tensor(np.stack(images))}
+                continue
+            canvas = np.zeros((len(images), *size, self.layout.channels), np.uint8)
+            valid = np.zeros((len(images), *size), bool)
+            for i, img in enumerate(images):
+                canvas[i, :img.shape[0], :img.shape[1]] = img
+                valid[i, :img.shape[0], :img.shape[1]] = True
+            yield {self.spec.name: self._to_tensor(canvas, valid)}

@@ -23,7 +23,9 @@ class ModelSummary:
     size_bytes: int = 0
     parameters: int = 0
     producer: str = ""
-    weight_dtypes: dict[str, int] = field(default_factory=dict)  # initializer elements per dtype, largest first
+    weight_dtypes: dict[str, int] = field(default_factory=dict)  # weight elements per dtype, largest first
+    constant_parameters: int = 0  # of ``parameters``: held by Constant nodes (paddle2onnx stores weights so)
+    constant_nodes: int = 0
 
     @property
     def qdq_count(self) -> int:
@@ -42,6 +44,8 @@ class ModelSummary:
             "parameters": self.parameters,
             "producer": self.producer,
             "weight_dtypes": self.weight_dtypes,
+            "constant_parameters": self.constant_parameters,
+            "constant_nodes": self.constant_nodes,
         }
 
 
@@ -88,6 +92,17 @@ def summarize(path: str | os.PathLike[str]) -> ModelSummary:
         n = int(np.prod(init.dims)) if init.dims else 1
         params += n
         dtypes[onnx.helper.tensor_dtype_to_np_dtype(init.data_type).name if init.data_type else "?"] += n
+    const_params, const_nodes = 0, 0
+    for node in g.node:  # weights exporters store as Constant nodes count as parameters too
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+            continue
+        for attr in node.attribute:
+            if attr.name == "value" and attr.HasField("t"):
+                n = int(np.prod(attr.t.dims)) if attr.t.dims else 1
+                const_params += n
+                const_nodes += 1
+                dtypes[onnx.helper.tensor_dtype_to_np_dtype(attr.t.data_type).name if attr.t.data_type else "?"] += n
+    params += const_params
     size = p.stat().st_size
     for loc in {e.value for i in g.initializer for e in i.external_data if e.key == "location"}:
         side = p.parent / loc
@@ -103,4 +118,6 @@ def summarize(path: str | os.PathLike[str]) -> ModelSummary:
         parameters=params,
         producer=f"{model.producer_name} {model.producer_version}".strip(),
         weight_dtypes=dict(dtypes.most_common()),
+        constant_parameters=const_params,
+        constant_nodes=const_nodes,
     )

@@ -23,6 +23,7 @@ from .calib.table import CalibrationError, CalibrationTable
 from .passes._utils import run_passes
 from .passes.cleanup import StripNanGuardsPass
 from .passes.embeddings import QuantizeEmbeddingsPass
+from .passes.fold_batchnorm import FoldBatchNormPass
 from .passes.fold_weights import FoldWeightTransposePass
 from .passes.global_pool import GlobalPoolPass
 from .passes.hard_activations import HardActivationsPass
@@ -40,10 +41,10 @@ log = logging.getLogger(__name__)
 
 
 def preprocess(model: ir.Model, config: QuantConfig) -> ir.Model:
-    """Cleanups that keep the float function: constants as initializers, transposed weights folded, NaN
-    guards, dead nodes."""
+    """Cleanups that keep the float function: constants as initializers, transposed weights and
+    Conv-BatchNormalization folded, NaN guards, dead nodes."""
     passes = [LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=16), FoldWeightTransposePass(),
-              ShapeInferencePass(strict_mode=False)]  # element types of intermediate values
+              FoldBatchNormPass(), ShapeInferencePass(strict_mode=False)]  # element types of intermediate values
     if config.strip_nan_guards:
         passes.append(StripNanGuardsPass())
     if config.profile.residual_sum and config.avoid_skip_layernorm:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 from .errors import ModelFileError
 from . import pipeline
 from .passes.qdq_placement import needed_tensors
+from .prepare import MIN_OPSET, prepare_proto
+from .prepare.control_flow import report_subgraphs
 from .quant.config import QuantConfig
 from .quant.errors import QuantizationError
 from .quant.exclude import check_exclusions, node_names_and_ops
@@ -34,10 +36,19 @@ log = logging.getLogger(__name__)
 
 
 def _load_ir(model: str | os.PathLike[str] | onnx.ModelProto | ir.Model) -> ir.Model:
-    if isinstance(model, ir.Model):  # used (and changed) as is
-        return model
+    """The model as onnx-ir, prepared for qdq when another exporter wrote it (``converter.prepare``)."""
+    label = "model"
     if isinstance(model, onnx.ModelProto):
-        return ir.from_proto(model)
+        model = ir.from_proto(model)
+    if not isinstance(model, ir.Model):
+        label = str(model)
+        model = _read_ir(model)
+    if model.opset_imports.get("", 1) >= MIN_OPSET and not any(v.is_initializer() for v in model.graph.inputs):
+        return model  # used (and changed) as is
+    return ir.from_proto(prepare_proto(ir.to_proto(model), label))
+
+
+def _read_ir(model: str | os.PathLike[str]) -> ir.Model:
     path = Path(model)
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
@@ -105,6 +116,7 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto | ir.Model, table: 
     if named:  # names as the user sees them (qdq inspect), and as placement sees them after the cleanups
         check_exclusions(config, named + node_names_and_ops(m))
     needed = needed_tensors(m, config)
+    report_subgraphs(m, bool(needed))
     if not needed:
         raise QuantizationError(
             f"nothing to quantize: no {'/'.join(config.op_types)} with a float activation and a constant "

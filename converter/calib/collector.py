@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from ..graph_outputs import add_outputs
+from ..prepare import needs_preparation, prepare_proto
 from . import kernels
 from .config import CalibConfig
 from .observers import ChannelAbsMaxObserver, Histogram, HistogramObserver, MinMaxObserver
@@ -59,6 +60,8 @@ def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> ModelSource:
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
+        if needs_preparation(copy):
+            copy = prepare_proto(copy, f"<ModelProto {model.graph.name}>")
         try:
             digest = hashlib.sha256(model.SerializeToString()).hexdigest()
         except ValueError:  # > 2 GB
@@ -72,6 +75,8 @@ def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> ModelSource:
         proto = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise CalibrationError(f"{path} is not a readable ONNX model: {exc}") from None
+    if needs_preparation(proto):  # calibrate the graph `qdq quantize` will quantize
+        proto = prepare_proto(proto, str(path))
     return ModelSource(proto, path, str(path), _hash_in_background(data))
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .data_options import data_options, open_model_data
+from .image_options import image_options
 from .executor_options import executor_options, open_executor
 from .outputs import check_outputs
 
@@ -49,13 +50,14 @@ def echo_mixed_precision(result) -> None:  # noqa: ANN001
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--calib", type=click.Path(dir_okay=False, path_type=Path), help="Calibration table for MODEL.")
 @data_options(default_samples=64)
+@image_options
 @click.option("--metric", type=click.Choice(["cosine", "min_cosine", "snr", "top1"]), default="cosine", show_default=True)
 @click.option("--mode", "modes", type=click.Choice(["without", "alone"]), multiple=True,
               help="without: un-quantize each layer alone; alone: quantize only it. Default: both.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
 @executor_options("the per-layer variants (and the calibration without --calib)")
 def command(model: Path, calib: Path | None, data: str, num_samples: int | None, batch_size: int, max_length: int,
-            tokenizer: str | None, metric: str, modes: tuple[str, ...], json_path: Path | None, executor: str,
+            tokenizer: str | None, image, metric: str, modes: tuple[str, ...], json_path: Path | None, executor: str,
             ray_address: str | None) -> None:
     """Output error caused by each quantized layer of MODEL (FP32), from one calibration pass."""
     from converter.accuracy import Evaluator, analyze, table_quantizer
@@ -70,7 +72,7 @@ def command(model: Path, calib: Path | None, data: str, num_samples: int | None,
     check_outputs([(json_path, None)], [model, calib, data])  # before the long analysis
     with Engine.load(model) as eng:
         specs = eng.input_specs
-    batches = list(open_model_data(model, specs, data, num_samples, batch_size, max_length, tokenizer))
+    batches = list(open_model_data(model, specs, data, num_samples, batch_size, max_length, tokenizer, image))
     with open_executor(executor, ray_address) as ex:
         table = (CalibrationTable.load(calib) if calib
                  else calibrate(model, batches, progress=on_terminal(), executor=ex))

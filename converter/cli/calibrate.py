@@ -9,6 +9,7 @@ import click
 
 from .errors import one_line_errors
 from .executor_options import executor_options, open_executor
+from .image_options import image_options
 from .outputs import check_outputs, force_option
 from .progress import on_terminal
 
@@ -58,6 +59,7 @@ def _input_specs(model: Path) -> list:
 @click.option("--tokenizer", "--model-dir", "tokenizer", default=None,
               help="Text: folder with the tokenizer, or a built-in model name (minilm). "
                    "Default: the model's folder if it holds one.")
+@image_options
 @click.option("--num-bins", type=click.IntRange(min=64), default=8192, show_default=True, help="Histogram bins per tensor.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Calibration table (.json).")
@@ -71,7 +73,7 @@ def _input_specs(model: Path) -> list:
 @executor_options("the shards of --data (each worker reads its share; merged exactly: the same table as one process)")
 @force_option
 def command(model: Path, data: str, method: str, num_samples: int | None, batch_size: int, percentile: float,
-            asymmetric: bool, max_length: int, tokenizer: str | None, num_bins: int, output: Path,
+            asymmetric: bool, max_length: int, tokenizer: str | None, image, num_bins: int, output: Path,
             trt_cache: Path | None, all_tensors: bool, no_progress: bool, executor: str, ray_address: str | None,
             force: bool) -> None:
     """Calibrate MODEL (FP32 ONNX) on --data and write per-tensor ranges to -o."""
@@ -91,9 +93,10 @@ def command(model: Path, data: str, method: str, num_samples: int | None, batch_
             config = CalibConfig(method=method, percentile=percentile, symmetric=not asymmetric, batch_size=batch_size,
                                  num_samples=num_samples, num_bins=num_bins,
                                  scope="all" if all_tensors or trt_cache is not None else "quantizable")
-            source = functools.partial(open_data, data, _input_specs(model), batch_size=batch_size,
+            specs = _input_specs(model)
+            source = functools.partial(open_data, data, specs, batch_size=batch_size,
                                        num_samples=num_samples, model_dir=_tokenizer_dir(model, tokenizer),
-                                       max_length=max_length)
+                                       max_length=max_length, **image.reader_options(data, specs))
             # on Ray every worker opens --data itself and streams its share of the batches
             batches = DataSource(source) if executor != "local" else source()
             with open_executor(executor, ray_address) as ex:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .data_options import data_options, open_model_data
+from .image_options import image_options
 from .outputs import check_outputs, force_option
 
 
@@ -23,6 +24,7 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
 @click.argument("reference", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
 @data_options(default_samples=64)
+@image_options
 @click.option("--per-layer", is_flag=True, help="Also compare every quantized tensor with its FP32 twin.")
 @click.option("--top", type=int, default=15, show_default=True, help="Rows of the per-layer table.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
@@ -30,7 +32,7 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
               help="Write an HTML page with plots (implies --per-layer).")
 @force_option
 def command(reference: Path, candidate: Path, data: str, num_samples: int | None, batch_size: int, max_length: int,
-            tokenizer: str | None, per_layer: bool, top: int, json_path: Path | None, html_path: Path | None, force: bool) -> None:
+            tokenizer: str | None, image, per_layer: bool, top: int, json_path: Path | None, html_path: Path | None, force: bool) -> None:
     """Compare CANDIDATE (quantized) with REFERENCE (FP32) on --data: cosine, SNR, errors, top-1."""
     from converter.compare import compare_models
     from runtime import Engine
@@ -39,7 +41,7 @@ def command(reference: Path, candidate: Path, data: str, num_samples: int | None
     check_outputs([(json_path, "json"), (html_path, "html")], [reference, candidate, data], force)
     with Engine.load(reference) as eng:
         specs = eng.input_specs
-    feeds = open_model_data(reference, specs, data, num_samples, batch_size, max_length, tokenizer)
+    feeds = open_model_data(reference, specs, data, num_samples, batch_size, max_length, tokenizer, image)
     per_layer = per_layer or html_path is not None
     report = compare_models(reference, candidate, feeds, per_layer=per_layer)
     click.echo(f"{report.samples} samples, {report.seconds:.1f}s")

@@ -8,6 +8,8 @@ from typing import Any
 import click
 import numpy as np
 
+from .image_options import ImageOptions
+
 
 def data_options(default_samples: int | None = None, required: bool = True) -> Callable:
     """Add --data, --num-samples, --batch-size, --max-length and --tokenizer to a command."""
@@ -50,10 +52,14 @@ def tokenizer_dir(model_path: Path, tokenizer: str | None) -> Path | None:
 
 
 def open_model_data(model_path: Path, specs: list, data: str, num_samples: int | None, batch_size: int,
-                    max_length: int, tokenizer: str | None, **options: Any) -> Iterator[dict[str, np.ndarray]]:
-    """Feed dicts for ``specs`` from ``data``, with the model's tokenizer for text."""
+                    max_length: int, tokenizer: str | None, image: ImageOptions | None = None,
+                    **options: Any) -> Iterator[dict[str, np.ndarray]]:
+    """Feed dicts for ``specs`` from ``data``, with the model's tokenizer for text and ``image`` (the
+    --image-size/--mean/... options) for image folders."""
     from calibration_data import open_data
 
+    if image is not None:
+        options = {**image.reader_options(data, specs), **options}
     return open_data(data, specs, batch_size=batch_size, num_samples=num_samples,
                      model_dir=tokenizer_dir(model_path, tokenizer), max_length=max_length, **options)
 

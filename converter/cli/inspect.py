@@ -10,7 +10,9 @@ import click
 def print_summary(s: "ModelSummary") -> None:  # noqa: F821
     click.echo(f"model     {s.path}")
     click.echo(f"opsets    {', '.join(f'{d} {v}' for d, v in s.opsets.items())}")
-    click.echo(f"size      {s.size_bytes / 1e6:.1f} MB, {s.parameters / 1e6:.2f} M parameters in initializers")
+    where = "in initializers" if not s.constant_parameters else (
+        f"({s.constant_parameters / 1e6:.2f} M of them in {s.constant_nodes} Constant nodes)")
+    click.echo(f"size      {s.size_bytes / 1e6:.1f} MB, {s.parameters / 1e6:.2f} M parameters {where}")
     if s.weight_dtypes:
         click.echo("weights   " + ", ".join(f"{d} {n / 1e6:.2f} M" if n >= 10_000 else f"{d} {n}"
                                             for d, n in s.weight_dtypes.items()))

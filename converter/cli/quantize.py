@@ -7,6 +7,7 @@ import click
 
 from .data_options import data_options, open_model_data
 from .errors import one_line_errors
+from .image_options import image_options
 from .executor_options import executor_options, open_executor
 from .outputs import check_outputs, force_option
 from .smoothquant_option import parse_smoothquant
@@ -33,6 +34,7 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 @click.option("--calib", "calib", type=click.Path(dir_okay=False, path_type=Path),
               help="Calibration table (JSON) from `qdq calibrate` for this model.")
 @data_options(default_samples=128, required=False)
+@image_options
 @click.option("--method", type=click.Choice(["minmax", "percentile", "mse", "entropy"]), default=None,
               help="Calibration method with --data (default minmax).")
 @click.option("--smoothquant", "smoothquant", default=None, metavar="ALPHA|auto",
@@ -71,15 +73,18 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
               help="Held-out data for --target-accuracy (default: the last quarter of --data).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .onnx file.")
+@click.option("--speed-check/--no-speed-check", "speed_check", default=None,
+              help="Time the INT8 model against FP32 at batch 1 and 8 and say in one line if it is slower "
+                   "(default: on when one FP32 run takes under 0.5 s).")
 @executor_options("the --target-accuracy sensitivity variants (and its calibration)")
 @force_option
 def command(model: Path, calib: Path | None, data: str | None, num_samples: int | None, batch_size: int,
-            max_length: int, tokenizer: str | None, method: str | None, smoothquant: str | None,
+            max_length: int, tokenizer: str | None, image, method: str | None, smoothquant: str | None,
             exclude: tuple[str, ...], target: str, cpu: str, quantize_attention: bool | None, per_tensor: bool,
             weight_rounding: str, range_search: str, target_accuracy: str | None, weights: str | None, group_size: int, algo: str,
             act_order: bool | None, asymmetric: bool, hera: bool, damp: float, weight_format: str,
             dynamic_activations: bool, eval_data: str | None,
-            output: Path, executor: str, ray_address: str | None, force: bool) -> None:
+            output: Path, speed_check: bool | None, executor: str, ray_address: str | None, force: bool) -> None:
     """Quantize MODEL.onnx to static INT8 (QDQ) with ranges from --calib or from --data.
 
     --data also drives --smoothquant auto (alpha chosen per layer) and re-measures the ranges of
@@ -113,7 +118,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
         if not model.is_file():
             raise click.ClickException(f"model file not found: {model}")
         table = _load_table(calib) if calib is not None else None
-        feeds = _open_data(model, data, num_samples, batch_size, max_length, tokenizer) if data else None
+        feeds = _open_data(model, data, num_samples, batch_size, max_length, tokenizer, image) if data else None
         calib_config = None
         if method is not None:
             from converter.calib.config import CalibConfig
@@ -122,7 +127,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
         if target_accuracy:
             if feeds is None:
                 raise click.UsageError("--target-accuracy needs --data (to measure sensitivity and the held-out score)")
-            held = _open_data(model, eval_data, num_samples, batch_size, max_length, tokenizer) if eval_data else None
+            held = _open_data(model, eval_data, num_samples, batch_size, max_length, tokenizer, image) if eval_data else None
             with open_executor(executor, ray_address) as ex:
                 out = _quantize_to_target(model, output, table, config, feeds, held, calib_config, target_accuracy, ex)
         else:
@@ -130,6 +135,13 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
                                 progress=on_terminal())
     size = out.stat().st_size / 1e6
     click.echo(f"wrote {out} ({size:.1f} MB, target {config.profile.key}, smoothquant {sq if sq is not None else 'off'})")
+    if speed_check is not False:
+        from converter.speed_check import MAX_SINGLE_RUN_S, check_speed
+
+        with one_line_errors():
+            result = check_speed(model, out, feeds[0] if feeds else None,
+                                 max_single_run_s=None if speed_check else MAX_SINGLE_RUN_S)
+        click.echo(result.line())
 
 
 def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, held: list | None,  # noqa: ANN001
@@ -171,9 +183,8 @@ def _load_table(path: Path):
 
 
 def _open_data(model: Path, source: str, num_samples: int | None, batch_size: int, max_length: int,
-               tokenizer: str | None) -> list:
-    from runtime import Engine
+               tokenizer: str | None, image=None) -> list:  # noqa: ANN001
+    from .calibrate import _input_specs
 
-    with Engine.load(model) as eng:
-        specs = eng.input_specs
-    return list(open_model_data(model, specs, source, num_samples, batch_size, max_length, tokenizer))
+    specs = _input_specs(model)  # from the graph: initializers listed as inputs are not feeds
+    return list(open_model_data(model, specs, source, num_samples, batch_size, max_length, tokenizer, image))
