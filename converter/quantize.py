@@ -208,20 +208,11 @@ def quantize_file(input: str | os.PathLike[str], output: str | os.PathLike[str],
 
 
 def save_model(proto: onnx.ModelProto, output: str | os.PathLike[str]) -> Path:
-    """Write a model atomically (temp file, then rename); models over 2 GiB are refused, and so are models
-    ONNX Runtime cannot load (``UnloadableModelError``: checked on the temp file, nothing is written)."""
-    from runtime.atomic import atomic_write
+    """Write a model atomically (staged, then renamed), its weights in ``<output>.data`` when they near 2 GiB
+    (``converter.onnx_files``); models ONNX Runtime cannot load are refused (``UnloadableModelError``: checked
+    on the staged file, nothing is written)."""
+    from .onnx_files import write_onnx
 
-    from .loadcheck import ensure_loads
-
-    out = Path(output)
-    if proto.ByteSize() > 2**31 - 2**26:
-        raise QuantizationError(f"quantized model is larger than 2 GiB; not supported for {out}")
-
-    def write(tmp: Path) -> None:
-        onnx.save_model(proto, str(tmp))
-        ensure_loads(tmp)
-
-    atomic_write(out, write)
+    out = write_onnx(proto, output)
     log.info("saved %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return out

@@ -32,6 +32,7 @@ import onnx_ir as ir
 from ..calib.config import CalibConfig
 from ..quant.config import AUTO_ALPHAS, QuantConfig
 from .config import WeightQuantError
+from .memory_budget import check_memory, onnx_weight_bytes
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ def quantize_w8a8(model: str | os.PathLike[str], output: str | os.PathLike[str],
 
     config = config or W8A8Config()
     t0 = time.perf_counter()
+    check_memory("quantize-w8a8", onnx_weight_bytes(model), str(model))
     feeds = calibration_feeds(model, text, config, tokenizer)
     m = _load_ir(model)
     if config.lm_head:
