@@ -19,7 +19,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from runtime.atomic import move_into_place, staging_dir
+from runtime.atomic import file_mode, move_into_place, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,16 @@ def write_onnx(model: ir.Model | onnx.ModelProto | Callable[[], ir.Model | onnx.
         if check:
             ensure_loads(staged, what)
         _remove_stale_data(output, tmp)
-        move_into_place(tmp, output)
+        publish(tmp, output)
     return output
+
+
+def publish(staging: Path, output: Path) -> None:
+    """Move a staged ``.onnx`` and its data files into place (data first) with a plain file's mode (0666 minus
+    the umask; writers stage external data in private 0600 temp files)."""
+    for f in staging.iterdir():
+        os.chmod(f, file_mode())
+    move_into_place(staging, output)
 
 
 def _remove_stale_data(output: Path, staged: Path) -> None:
@@ -111,5 +119,5 @@ def _remove_stale_data(output: Path, staged: Path) -> None:
         old.unlink()
 
 
-__all__ = ["EXTERNAL_DATA_THRESHOLD", "data_file_name", "external_data_threshold", "save_onnx", "weight_bytes",
+__all__ = ["EXTERNAL_DATA_THRESHOLD", "data_file_name", "external_data_threshold", "publish", "save_onnx", "weight_bytes",
            "write_onnx"]

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from runtime.atomic import move_into_place, staging_dir
+from runtime.atomic import staging_dir
 
 from ..errors import ExportError
 from ..export import ExportResult, _first_line, check_output, export_module, output_scale
 from ..memory import release_memory
+from ..onnx_files import publish
 from .memory_budget import check_memory, hf_float32_bytes
 from ..models import BUILTIN_MODELS, SOURCE_KEY, resolve_model
 from .kv_cache import CACHE_ARGUMENTS, cache_argument, returned_cache
@@ -177,7 +178,7 @@ def export_causal_lm(
             for prefix, feeds in checks.items():
                 result.max_abs_diff.update(_check(staged, feeds, refs.pop(prefix), output_names, atol, rtol,
                                                   result.output_scale, prefix))
-        move_into_place(tmpdir, output)
+        publish(tmpdir, output)
         result.path = output
         log.info("exported causal LM with %d layers to %s (worst diff %.3g, %.2g of its output's scale)",
                  num_layers, output, result.worst_diff, result.worst_relative_diff)
