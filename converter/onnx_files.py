@@ -11,9 +11,11 @@ is left, and an input is never overwritten (the output's data file is named afte
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
@@ -112,6 +114,29 @@ def publish(staging: Path, output: Path) -> None:
     move_into_place(staging, output)
 
 
+RUN_FROM_DISK_BYTES = 256 * 1024**2
+"""Models with more weights than this (or than the external-data threshold) are run from a disk copy."""
+
+
+def runs_from_disk(model: ir.Model) -> bool:
+    """Whether ONNX Runtime should read ``model`` from a disk copy (:func:`disk_copy`) rather than from bytes."""
+    return weight_bytes(model) >= min(RUN_FROM_DISK_BYTES, external_data_threshold())
+
+
+@contextlib.contextmanager
+def disk_copy(model: ir.Model) -> Iterator[Path]:
+    """A temporary copy of ``model`` on disk, its weights in an external data file aligned to 64 KiB.
+
+    For running a large in-memory model in ONNX Runtime: serializing it to bytes would hold two more
+    copies of the weights (the proto and its bytes) next to the session's; from the file, ONNX Runtime
+    maps the aligned weights instead of copying them. The model is not changed; the copy is removed."""
+    with tempfile.TemporaryDirectory(prefix="qdq-run-") as folder:
+        path = Path(folder) / "model.onnx"
+        ir.save(model, path, external_data=data_file_name(path), size_threshold_bytes=1024, alignment=65536,
+                align_threshold=0)
+        yield path
+
+
 def _remove_stale_data(output: Path, staged: Path) -> None:
     """An older ``<output>.data`` the new file does not use (a forced overwrite of a large model) is removed."""
     old = output.with_name(data_file_name(output))
@@ -119,5 +144,5 @@ def _remove_stale_data(output: Path, staged: Path) -> None:
         old.unlink()
 
 
-__all__ = ["EXTERNAL_DATA_THRESHOLD", "data_file_name", "external_data_threshold", "publish", "save_onnx", "weight_bytes",
+__all__ = ["EXTERNAL_DATA_THRESHOLD", "data_file_name", "external_data_threshold", "disk_copy", "publish", "runs_from_disk", "save_onnx", "weight_bytes",
            "write_onnx"]

@@ -70,6 +70,11 @@ def _calibrate(model: ir.Model, data: list[dict[str, np.ndarray]], tensors: list
         saved = (like.meta.get("config") or {}) if like is not None else {}
         calib_config = CalibConfig(**{k: saved[k] for k in _CALIB_KEYS if saved.get(k) is not None})
     calib_config = dataclasses.replace(calib_config, symmetric=symmetric)
+    from .onnx_files import disk_copy, runs_from_disk
+
+    if runs_from_disk(model):  # a large model: no proto + bytes copies of its weights
+        with disk_copy(model) as path:
+            return calibrate(path, data, calib_config, tensors=tensors, progress=progress)
     return calibrate(ir.to_proto(model), data, calib_config, tensors=tensors, progress=progress)
 
 

@@ -178,7 +178,8 @@ def quantize_w8a8(model: str | os.PathLike[str], output: str | os.PathLike[str],
 
     ``cache``: a dict shared by calls on the same model, text and calibration settings (variants that differ
     in lm_head, fallback or alpha search): the captured activations and per-layer searches are reused."""
-    from ..quantize import _load_ir, quantize, save_model
+    from ..onnx_files import write_onnx
+    from ..quantize import _load_ir, quantize
 
     config = config or W8A8Config()
     t0 = time.perf_counter()
@@ -197,8 +198,12 @@ def quantize_w8a8(model: str | os.PathLike[str], output: str | os.PathLike[str],
         out = ir.from_proto(proto)
         dynamic = dynamic_fallback(out, tuple(config.exclude) + tuple(lm_head_nodes(out)))
         proto = ir.to_proto(out) if dynamic else proto
-    path = save_model(proto, output)
+        del out
     counts = _matmul_counts(proto)
+    del m  # the float model: only the quantized proto is saved, then freed before ONNX Runtime loads the file
+    held = [proto]
+    del proto
+    path = write_onnx(held.pop, output)
     chosen = alphas.get("chosen", {})
     log.info("W8A8: %d MatMuls static int8, %d dynamic int8, %d float", counts[0], dynamic, counts[1])
     return W8A8Result(path, config, counts[0], counts[1], chosen, alphas.get("errors", {}), time.perf_counter() - t0,

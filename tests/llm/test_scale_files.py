@@ -142,3 +142,31 @@ def test_memory_limit_must_be_a_size(monkeypatch: pytest.MonkeyPatch) -> None:
         check_memory("quantize-kv", 1e6)
     monkeypatch.setenv("QDQ_MEMORY_LIMIT", "64G")
     assert check_memory("quantize-kv", 1e9) == pytest.approx(1.2e9 + 1e9)
+
+
+def test_w8a8_runs_a_large_model_from_disk(reference_lm_onnx: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibration and SmoothQuant's capture run a large model from a disk copy (no proto/bytes copies):
+    the same quantized model as from bytes (up to float rounding: that session packs no weights, so its
+    sums run in another order), written with external data."""
+    import onnx
+
+    from converter.llm.data import training_text
+    from converter.llm.w8a8 import W8A8Config, quantize_w8a8
+
+    config = W8A8Config(num_samples=8, seq_len=32, batch=4)
+    inline = quantize_w8a8(reference_lm_onnx, tmp_path / "inline.onnx", config, text=training_text())
+    monkeypatch.setenv(THRESHOLD_ENV, "4096")
+    large = quantize_w8a8(reference_lm_onnx, tmp_path / "large.onnx", config, text=training_text())
+    assert (tmp_path / "large.onnx.data").is_file() and not (tmp_path / "inline.onnx.data").exists()
+    assert (large.quantized_matmuls, large.float_matmuls) == (inline.quantized_matmuls, inline.float_matmuls)
+    a, b = onnx.load(str(inline.path)), onnx.load(str(large.path))
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in a.graph.initializer}
+    assert {t.name for t in b.graph.initializer} == set(weights)
+    for t in b.graph.initializer:
+        got, want = onnx.numpy_helper.to_array(t), weights[t.name]
+        if got.dtype.kind == "f":
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        else:  # a level on a rounding boundary may move by one
+            diff = np.abs(got.astype(np.int32) - want.astype(np.int32))
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.01, t.name
