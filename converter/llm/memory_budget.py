@@ -5,7 +5,8 @@
 
 A step needs about ``factor x`` the model's float32 weight bytes plus a fixed overhead (the Python,
 torch and ONNX Runtime libraries, calibration activations); the factors are the measured peak RSS over
-the FP32 weights of each step on 135M-1.1B Llama models (docs/llm-scale.md) with some margin. The need
+the FP32 weights of each step on 135M-1.1B Llama models (docs/llm-scale.md), rounded up; a model under
+the external-data threshold (one file) has a larger factor than one with external data. The need
 is compared with the memory available now (``psutil.virtual_memory().available``), or with
 ``QDQ_MEMORY_LIMIT`` (bytes, or with a K/M/G suffix) when set, and a step that cannot fit raises
 ``MemoryBudgetError`` (one line: the need, what is available, a remedy) before anything is loaded.
@@ -31,17 +32,20 @@ OVERHEAD = 1.0 * GB
 
 @dataclass(frozen=True)
 class StepCost:
-    """Peak memory of one step: ``factor`` x float32 weight bytes + ``overhead`` bytes."""
+    """Peak memory of one step: ``factor`` x float32 weight bytes + ``overhead`` bytes; ``inline_factor``
+    instead for a model small enough to sit in one file (no external data): it is read and written as one
+    protobuf message, which holds the weights two or three times over."""
 
     factor: float
+    inline_factor: float
     overhead: float = OVERHEAD
 
 
-STEPS = {  # measured peak RSS / FP32 weight bytes (docs/llm-scale.md), rounded up
-    "export-lm": StepCost(1.5),
-    "quantize-weights": StepCost(1.5),
-    "quantize-w8a8": StepCost(1.5),
-    "quantize-kv": StepCost(1.2),
+STEPS = {  # peak RSS measured on 135M, 360M and 1.1B Llama models (docs/llm-scale.md), rounded up
+    "export-lm": StepCost(1.2, 3.2, 2.0 * GB),
+    "quantize-weights": StepCost(2.0, 2.5, 0.8 * GB),
+    "quantize-w8a8": StepCost(3.0, 11.0, 1.0 * GB),
+    "quantize-kv": StepCost(1.2, 3.5, 1.0 * GB),
 }
 
 
@@ -105,7 +109,13 @@ def hf_float32_bytes(folder: str | os.PathLike[str]) -> int:
 def estimate(step: str, weight_bytes: float) -> float:
     """Bytes ``step`` needs for a model of ``weight_bytes`` float32 weights."""
     cost = STEPS[step]
-    return cost.factor * weight_bytes + cost.overhead
+    return _factor(cost, weight_bytes) * weight_bytes + cost.overhead
+
+
+def _factor(cost: StepCost, weight_bytes: float) -> float:
+    from ..onnx_files import external_data_threshold
+
+    return cost.factor if weight_bytes >= external_data_threshold() else cost.inline_factor
 
 
 def check_memory(step: str, weight_bytes: float, what: str = "the model") -> float:
@@ -115,9 +125,10 @@ def check_memory(step: str, weight_bytes: float, what: str = "the model") -> flo
     log.info("qdq %s: needs about %.1f GB (%.2f GB of weights), %.1f GB %s", step, need / GB, weight_bytes / GB,
              have / GB, source)
     if need > have:
+        cost = STEPS[step]
         raise MemoryBudgetError(
             f"qdq {step} needs about {need / GB:.1f} GB of memory for {what} ({weight_bytes / GB:.2f} GB of "
-            f"float32 weights x {STEPS[step].factor:g} + {STEPS[step].overhead / GB:.1f} GB), but "
+            f"float32 weights x {_factor(cost, weight_bytes):g} + {cost.overhead / GB:.1f} GB), but "
             f"{have / GB:.1f} GB is {'allowed by ' + LIMIT_ENV if source == LIMIT_ENV else 'available'}: "
             "stop other jobs, use a machine with more memory, or a smaller model")
     return need

@@ -141,7 +141,8 @@ def test_memory_limit_must_be_a_size(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(MemoryBudgetError, match="QDQ_MEMORY_LIMIT must be a size"):
         check_memory("quantize-kv", 1e6)
     monkeypatch.setenv("QDQ_MEMORY_LIMIT", "64G")
-    assert check_memory("quantize-kv", 1e9) == pytest.approx(1.2e9 + 1e9)
+    assert check_memory("quantize-kv", 1e9) == pytest.approx(3.5e9 + 1e9)  # one file
+    assert check_memory("quantize-kv", 4e9) == pytest.approx(1.2 * 4e9 + 1e9)  # external data
 
 
 def test_w8a8_runs_a_large_model_from_disk(reference_lm_onnx: Path, tmp_path: Path,
