@@ -44,7 +44,7 @@ class StepCost:
 STEPS = {  # peak RSS measured on 135M, 360M and 1.1B Llama models (docs/llm-scale.md), rounded up
     "export-lm": StepCost(1.2, 3.2, 2.0 * GB),
     "quantize-weights": StepCost(2.0, 2.5, 0.8 * GB),
-    "quantize-w8a8": StepCost(3.0, 11.0, 1.0 * GB),
+    "quantize-w8a8": StepCost(3.2, 11.0, 1.0 * GB),
     "quantize-kv": StepCost(1.2, 3.5, 1.0 * GB),
 }
 
