@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 20
 """Opset 20: LayerNormalization (17) and Gelu (20) as single ops; ORT 1.17+ and TensorRT 10 run it."""
 
-EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # stay clear of protobuf's 2 GiB limit
 
 
 @dataclass
@@ -257,18 +256,21 @@ def _add_metadata(path: Path, metadata: Mapping[str, str]) -> None:
 
 
 def _ensure_size_limits(path: Path) -> bool:
-    """Move weights to an external data file when the model nears protobuf's 2 GiB limit."""
+    """Move weights to an external data file (``converter.onnx_files``) when the model nears protobuf's 2 GiB
+    limit (or ``QDQ_EXTERNAL_DATA_THRESHOLD``); True if the weights are external. A file the exporter already
+    wrote with external data is left as it is (reading it back would hold a second copy of the weights)."""
     import onnx
 
-    total = sum(p.stat().st_size for p in path.parent.iterdir())
-    if total < EXTERNAL_DATA_THRESHOLD:
-        return len(list(path.parent.iterdir())) > 1
+    from .onnx_files import data_file_name, external_data_threshold
+
+    files = list(path.parent.iterdir())
+    if len(files) > 1:
+        return True
+    if path.stat().st_size < external_data_threshold():
+        return False
     model = onnx.load(str(path))
-    for extra in path.parent.iterdir():
-        if extra != path:
-            extra.unlink()
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=1024)
+                    location=data_file_name(path), size_threshold=1024)
     return True
 
 

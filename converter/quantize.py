@@ -81,6 +81,11 @@ def _calibrate(model: ir.Model, data: list[dict[str, np.ndarray]], tensors: list
         saved = (like.meta.get("config") or {}) if like is not None else {}
         calib_config = CalibConfig(**{k: saved[k] for k in _CALIB_KEYS if saved.get(k) is not None})
     calib_config = dataclasses.replace(calib_config, symmetric=symmetric)
+    from .onnx_files import disk_copy, runs_from_disk
+
+    if runs_from_disk(model):  # a large model: no proto + bytes copies of its weights
+        with disk_copy(model) as path:
+            return calibrate(path, data, calib_config, tensors=tensors, progress=progress)
     return calibrate(ir.to_proto(model), data, calib_config, tensors=tensors, progress=progress)
 
 
@@ -220,20 +225,11 @@ def quantize_file(input: str | os.PathLike[str], output: str | os.PathLike[str],
 
 
 def save_model(proto: onnx.ModelProto, output: str | os.PathLike[str]) -> Path:
-    """Write a model atomically (temp file, then rename); models over 2 GiB are refused, and so are models
-    ONNX Runtime cannot load (``UnloadableModelError``: checked on the temp file, nothing is written)."""
-    from runtime.atomic import atomic_write
+    """Write a model atomically (staged, then renamed), its weights in ``<output>.data`` when they near 2 GiB
+    (``converter.onnx_files``); models ONNX Runtime cannot load are refused (``UnloadableModelError``: checked
+    on the staged file, nothing is written)."""
+    from .onnx_files import write_onnx
 
-    from .loadcheck import ensure_loads
-
-    out = Path(output)
-    if proto.ByteSize() > 2**31 - 2**26:
-        raise QuantizationError(f"quantized model is larger than 2 GiB; not supported for {out}")
-
-    def write(tmp: Path) -> None:
-        onnx.save_model(proto, str(tmp))
-        ensure_loads(tmp)
-
-    atomic_write(out, write)
+    out = write_onnx(proto, output)
     log.info("saved %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return out

@@ -260,6 +260,8 @@ def open_engine(source: ModelSource, plan: Plan, session_options: object | None 
                 raise CalibrationError(f"external data file {base / loc} of {source.label} is missing")
         session_options.add_session_config_entry(  # type: ignore[attr-defined]
             "session.model_external_initializers_file_folder_path", str(base.resolve()))
+        # a large model: no second, pre-packed copy of its weights (ORT maps aligned external data)
+        session_options.add_session_config_entry("session.disable_prepacking", "1")  # type: ignore[attr-defined]
     try:
         data = proto.SerializeToString()
     except ValueError as exc:

@@ -18,10 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from runtime.atomic import move_into_place, staging_dir
+from runtime.atomic import staging_dir
 
 from ..errors import ExportError
 from ..export import ExportResult, _first_line, check_output, export_module, output_scale
+from ..memory import release_memory
+from ..onnx_files import publish
+from .memory_budget import check_memory, hf_float32_bytes
 from ..models import BUILTIN_MODELS, SOURCE_KEY, resolve_model
 from .kv_cache import CACHE_ARGUMENTS, cache_argument, returned_cache
 
@@ -131,6 +134,7 @@ def export_causal_lm(
     source = None
     if isinstance(model, (str, os.PathLike)):
         folder = resolve_model(model)  # a built-in name is recorded as the name: its folder is a cache
+        check_memory("export-lm", hf_float32_bytes(folder), str(folder))
         source = str(model).lower() if str(model).lower() in BUILTIN_MODELS else str(folder.resolve())
         model, _ = load_causal_lm(model)
     model = model.float().eval()
@@ -153,7 +157,9 @@ def export_causal_lm(
 
     wrapper = _kv_cache_module(model, input_names, num_layers, cache_arg)
     trace = _feeds(input_names, geometry, vocab, batch=2, seq=3, past=4, seed=0)
-    decode = _feeds(input_names, geometry, vocab, batch=3, seq=1, past=5, seed=1)
+    checks = {"": _feeds(input_names, geometry, vocab, batch=3, seq=1, past=5, seed=1),
+              "prefill/": _feeds(input_names, geometry, vocab, batch=2, seq=7, past=0, seed=2, pad_left=3)}
+    refs = {k: _torch_outputs(wrapper, f) for k, f in checks.items()} if check else {}
     metadata = {LAYERS_KEY: str(num_layers)}
     if source:
         metadata[SOURCE_KEY] = source
@@ -162,46 +168,53 @@ def export_causal_lm(
         staged = tmpdir / output.name
         result = export_module(
             wrapper, trace, staged, metadata=metadata, output_names=output_names, dynamic_axes=axes,
-            opset=opset, check=check, check_inputs=decode, atol=atol, rtol=rtol, optimize="light",
+            opset=opset, check=False, optimize="light",
         )
+        # the torch model is no longer needed: free it before ONNX Runtime loads the file (one copy at a time)
+        del wrapper, model
+        release_memory()
         if check:
-            prefill = _feeds(input_names, geometry, vocab, batch=2, seq=7, past=0, seed=2, pad_left=3)
-            result.max_abs_diff.update(
-                _check_prefill(wrapper, staged, prefill, output_names, atol, rtol, result.output_scale)
-            )
-        move_into_place(tmpdir, output)
+            log.info("checking ONNX Runtime outputs against torch")
+            for prefix, feeds in checks.items():
+                result.max_abs_diff.update(_check(staged, feeds, refs.pop(prefix), output_names, atol, rtol,
+                                                  result.output_scale, prefix))
+        publish(tmpdir, output)
         result.path = output
         log.info("exported causal LM with %d layers to %s (worst diff %.3g, %.2g of its output's scale)",
                  num_layers, output, result.worst_diff, result.worst_relative_diff)
         return result
 
 
-def _check_prefill(
-    module: Any, path: Path, feeds: dict[str, np.ndarray], output_names: Sequence[str], atol: float, rtol: float,
-    scales: dict[str, float],
-) -> dict[str, float]:
-    """Compare a padded prefill with an empty past; padded query rows are excluded from the logits."""
+def _torch_outputs(module: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     import torch
 
+    with torch.no_grad():
+        return [r.detach().float().numpy() for r in module(*(torch.as_tensor(v) for v in feeds.values()))]
+
+
+def _check(path: Path, feeds: dict[str, np.ndarray], ref: list[np.ndarray], output_names: Sequence[str],
+           atol: float, rtol: float, scales: dict[str, float], prefix: str) -> dict[str, float]:
+    """Compare ONNX Runtime's outputs on ``feeds`` with torch's ``ref``. With left padding (a prefill), the
+    padded query rows are excluded: they attend to nothing and their values are arbitrary."""
     from runtime import Engine
 
-    with torch.no_grad():
-        ref = module(*(torch.as_tensor(v) for v in feeds.values()))
     with Engine.load(path) as eng:
         got = eng.run(feeds)
-    keep = feeds["attention_mask"].astype(bool) if "attention_mask" in feeds else None
+    padded = prefix and "attention_mask" in feeds and not feeds["attention_mask"].all()
+    keep = feeds["attention_mask"].astype(bool) if padded else None
+    what = "prefill output" if prefix else "output"
     diffs: dict[str, float] = {}
-    for name, r in zip(output_names, ref):
-        r_np, g = r.numpy(), got[name]
+    for name, r_np in zip(output_names, ref):
+        g = got[name]
         if g.shape != r_np.shape:
-            raise ExportError(f"prefill output {name!r}: ONNX shape {g.shape} differs from torch shape {r_np.shape}")
-        if keep is not None:  # padded rows attend to nothing: their values are arbitrary
+            raise ExportError(f"{what} {name!r}: ONNX shape {g.shape} differs from torch shape {r_np.shape}")
+        if keep is not None:
             if name == "logits":
                 r_np, g = r_np[keep], g[keep]
             else:
                 r_np, g = r_np.transpose(0, 2, 1, 3)[keep], g.transpose(0, 2, 1, 3)[keep]
-        diffs[f"prefill/{name}"] = check_output(name, r_np, g, atol, rtol, what="prefill output")
-        scales[f"prefill/{name}"] = output_scale(r_np)
+        diffs[prefix + name] = check_output(name, r_np, g, atol, rtol, what=what)
+        scales[prefix + name] = output_scale(r_np)
     return diffs
 
 

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from runtime.atomic import atomic_write
-
-from ..loadcheck import save_ir_loadable
+from ..onnx_files import write_onnx
 from .config import WeightQuantError
+from .memory_budget import check_memory, onnx_weight_bytes
 from .weight_only import load_model
 
 log = logging.getLogger(__name__)
@@ -129,6 +128,8 @@ def _quantize_present(graph: ir.Graph, index: int, consts: dict[str, ir.Value],
 
 def quantize_kv_cache(model: str | os.PathLike[str], output: str | os.PathLike[str]) -> KVCacheResult:
     """Write a copy of an exported KV-cache LM (fp32 or weight-quantized) whose cache is int8 (see module doc)."""
+    if not isinstance(model, ir.Model):
+        check_memory("quantize-kv", onnx_weight_bytes(model), str(model))
     ir_model = load_model(model)
     graph = ir_model.graph
     if ir_model.metadata_props.get(KV_CACHE_KEY) == "int8":
@@ -153,10 +154,13 @@ def quantize_kv_cache(model: str | os.PathLike[str], output: str | os.PathLike[s
     for i in reversed(presents):
         _quantize_present(graph, i, consts, quantized, appended[i])
     ir_model.metadata_props[KV_CACHE_KEY] = "int8"
-    path = atomic_write(output, lambda tmp: save_ir_loadable(ir_model, tmp))
-    log.info("int8 KV cache: %d past inputs, %d present outputs (%d appended in int8) -> %s", len(pasts),
-             len(presents), sum(a is not None for a in appended.values()), path)
-    return KVCacheResult(Path(path), len(pasts), len(presents))
+    held = [ir_model]
+    npast, npresent, nappended = len(pasts), len(presents), sum(a is not None for a in appended.values())
+    del ir_model, graph, quantized, past_names, appended, consts
+    path = write_onnx(held.pop, output)
+    log.info("int8 KV cache: %d past inputs, %d present outputs (%d appended in int8) -> %s", npast,
+             npresent, nappended, path)
+    return KVCacheResult(Path(path), npast, npresent)
 
 
 __all__ = ["KV_CACHE_KEY", "KVCacheResult", "quantize_kv_cache"]

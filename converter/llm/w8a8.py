@@ -32,6 +32,7 @@ import onnx_ir as ir
 from ..calib.config import CalibConfig
 from ..quant.config import AUTO_ALPHAS, QuantConfig
 from .config import WeightQuantError
+from .memory_budget import check_memory, onnx_weight_bytes
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +178,12 @@ def quantize_w8a8(model: str | os.PathLike[str], output: str | os.PathLike[str],
 
     ``cache``: a dict shared by calls on the same model, text and calibration settings (variants that differ
     in lm_head, fallback or alpha search): the captured activations and per-layer searches are reused."""
-    from ..quantize import _load_ir, quantize, save_model
+    from ..onnx_files import write_onnx
+    from ..quantize import _load_ir, quantize
 
     config = config or W8A8Config()
     t0 = time.perf_counter()
+    check_memory("quantize-w8a8", onnx_weight_bytes(model), str(model))
     feeds = calibration_feeds(model, text, config, tokenizer)
     m = _load_ir(model)
     if config.lm_head:
@@ -195,8 +198,12 @@ def quantize_w8a8(model: str | os.PathLike[str], output: str | os.PathLike[str],
         out = ir.from_proto(proto)
         dynamic = dynamic_fallback(out, tuple(config.exclude) + tuple(lm_head_nodes(out)))
         proto = ir.to_proto(out) if dynamic else proto
-    path = save_model(proto, output)
+        del out
     counts = _matmul_counts(proto)
+    del m  # the float model: only the quantized proto is saved, then freed before ONNX Runtime loads the file
+    held = [proto]
+    del proto
+    path = write_onnx(held.pop, output)
     chosen = alphas.get("chosen", {})
     log.info("W8A8: %d MatMuls static int8, %d dynamic int8, %d float", counts[0], dynamic, counts[1])
     return W8A8Result(path, config, counts[0], counts[1], chosen, alphas.get("errors", {}), time.perf_counter() - t0,

@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from runtime.atomic import atomic_write
-
 from ..errors import ExportError, ModelFileError
-from ..loadcheck import save_ir_loadable
 from ..memory import release_memory
 from ..models import source_model_dir
+from ..onnx_files import write_onnx
 from .config import WeightOnlyConfig, WeightQuantError
 from .hessian import collect_hessians
+from .memory_budget import check_memory, onnx_weight_bytes
 from .matmulnbits import MS_DOMAIN, blockwise_dq_nodes, matmulnbits_node
 from .quantizers import QuantizedWeight, check_shape, quantize_layer, quantize_rtn
 
@@ -213,6 +212,8 @@ def quantize_weights(
     with ``hessians``), Hessians come from the float ONNX model, all at once.
     """
     t0 = time.perf_counter()
+    if not isinstance(model, ir.Model):
+        check_memory("quantize-weights", onnx_weight_bytes(model), str(model))
     ir_model = load_model(model)
     if isinstance(calibration, LMCalibration) and calibration.reads(model):
         calibration.bind(ir_model)  # the feeds need the model's inputs: take them now, not from a second parse
@@ -236,16 +237,7 @@ def quantize_weights(
     del quantized
     held = [ir_model]  # the writer drops the last reference once saved, before ONNX Runtime loads the file
     del ir_model
-
-    def write(tmp: Path) -> None:
-        from ..loadcheck import ensure_loads
-
-        ir.save(held.pop(), tmp)
-        release_memory()
-        ensure_loads(tmp)
-
-    result.path = atomic_write(output, write if not isinstance(model, ir.Model) else
-                               lambda tmp: save_ir_loadable(model, tmp))
+    result.path = write_onnx(held.pop if not isinstance(model, ir.Model) else model, output)
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -23,9 +23,31 @@ def capture(model: ir.Model, names: Sequence[str], feeds: Iterable[dict[str, np.
     """
     from runtime import Engine
 
-    proto = add_outputs(ir.to_proto(model), names)
+    from ..onnx_files import disk_copy, runs_from_disk
+
+    if not runs_from_disk(model):
+        return _run(Engine.load(add_outputs(ir.to_proto(model), names)), names, feeds, on_batch)
+    with disk_copy(model) as path:  # a large model: ONNX Runtime maps its weights from the copy
+        import onnx
+
+        graph = path.with_name("capture.onnx")
+        onnx.save(add_outputs(onnx.load(str(path), load_external_data=False), names), str(graph))
+        return _run(Engine.load(graph, session_options=low_memory_options()), names, feeds, on_batch)
+
+
+def low_memory_options():  # noqa: ANN201 - onnxruntime.SessionOptions
+    """Session options that keep ONNX Runtime from holding a second (pre-packed) copy of the weights."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.disable_prepacking", "1")
+    return so
+
+
+def _run(engine, names: Sequence[str], feeds: Iterable[dict[str, np.ndarray]],  # noqa: ANN001
+         on_batch: Callable[[], object] | None) -> dict[str, list[np.ndarray]]:
     out: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    with Engine.load(proto) as eng:
+    with engine as eng:
         for feed in feeds:
             try:
                 result = eng.run(feed, outputs=list(names))
