@@ -13,6 +13,8 @@ _BUILTINS: dict[str, tuple[str, dict[str, Any]]] = {
     "text": ("sentences.txt", {}),
     "text-heldout": ("sentences_heldout.txt", {}),
     "corpus": ("corpus.txt", {}),
+    # prose + dialogue + code + JSON/CSV/YAML in equal shares (tools/make_calib_mix.py)
+    "mix": ("mix.txt", {}),
     # The digit PNGs store sklearn's 0..16 values times 15, so 240 maps back to 1.0 exactly.
     "digits": ("digits", {"max_value": 240.0}),
 }
@@ -33,7 +35,7 @@ def _entry(name: str) -> tuple[str, dict[str, Any]]:
 
 
 def builtin_path(name: str) -> Path:
-    """Path of a shipped sample set: ``"text"``, ``"text-heldout"``, ``"corpus"`` or ``"digits"``.
+    """Path of a shipped sample set: ``"text"``, ``"text-heldout"``, ``"corpus"``, ``"mix"`` or ``"digits"``.
 
     The ``builtin:`` prefix is optional.
     """
