@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # converter.distributed for --executor
 from thirdparty_models import MODELS, ThirdPartyModel  # noqa: E402
 
 log = logging.getLogger("thirdparty")
 REPO = Path(__file__).resolve().parents[1]
-VENVS = Path(os.environ.get("QDQ_TP_VENVS", "/work/venvs"))
+VENVS = Path(os.environ.get("QDQ_TP_VENVS", "/work/venvs"))  # one venv per package, outside the repo
 QDQ_PYTHON = os.environ.get("QDQ_PYTHON", sys.executable)
 DATA_PACKAGES = ("scikit-image", "pillow")
 
@@ -329,20 +330,47 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
     p.add_argument("--threads", type=int, default=2, help="ORT intra-op threads for cosine and latency")
     p.add_argument("--runs", type=int, default=10, help="timed runs per batch size (0: no timing)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where the models run: this process, or one Ray task per model (pip install 'qdq[distributed]')")
+    p.add_argument("--ray-address", help="Ray cluster for --executor ray (default: $RAY_ADDRESS; none: a local Ray)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise SystemExit(f"Error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-    rows = []
-    for name in names:
-        row = run_one(name, str(args.workdir), args.threads, args.runs)
-        log.info("%s done in %.0fs%s", name, row["seconds"], f": {row['errors']}" if row["errors"] else "")
-        rows.append(row)
-        if args.json:
-            args.json.write_text(json.dumps(rows, indent=1))
+    rows = sweep(names, args)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
     print(format_table(rows))
+
+
+def sweep_task(context: tuple[str, int, int], name: str) -> dict:
+    """One model as an executor task (``converter.distributed``): by name; the task prepares its own files."""
+    workdir, threads, runs = context
+    return run_one(name, workdir, threads, runs)
+
+
+def sweep(names: list[str], args: argparse.Namespace) -> list[dict]:
+    """Every model, in this process or as Ray tasks (``--executor``); rows in the order of ``names``.
+
+    With Ray, the workers must see the same ``--workdir`` and venvs (one machine, or shared storage)."""
+    from converter.distributed import make_executor
+
+    options = {} if args.executor == "local" else {"cpus_per_task": args.threads}
+    with make_executor(args.executor, args.ray_address, **options) as ex:
+        if ex.name != "local":  # tools/ is no package: its code travels with the task
+            import ray.cloudpickle
+
+            for mod in {"thirdparty_models", "thirdparty_data", __name__} - {"__main__"}:
+                if mod in sys.modules:
+                    ray.cloudpickle.register_pickle_by_value(sys.modules[mod])
+
+        rows = ex.map(sweep_task, names, context=(str(args.workdir), args.threads, args.runs),
+                      label=lambda n: f"model {n}")
+    for row in rows:
+        log.info("%s done in %.0fs%s", row["model"], row["seconds"], f": {row['errors']}" if row["errors"] else "")
+    return rows
 
 
 if __name__ == "__main__":
