@@ -71,13 +71,13 @@ def save_onnx(model: ir.Model | onnx.ModelProto, path: str | os.PathLike[str]) -
     path = Path(path)
     external = weight_bytes(model) >= external_data_threshold()
     if isinstance(model, onnx.ModelProto):
-        onnx.save_model(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
+        onnx.save_model(model, str(path), format="protobuf", save_as_external_data=external, all_tensors_to_one_file=True,
                         location=data_file_name(path), size_threshold=1024)
     elif external:
-        ir.save(model, path, external_data=data_file_name(path), size_threshold_bytes=1024)
+        ir.save(model, path, format="protobuf", external_data=data_file_name(path), size_threshold_bytes=1024)
     else:
         ir.external_data.load_to_model(model)  # a small model loaded with external data: inline it
-        ir.save(model, path)
+        ir.save(model, path, format="protobuf")  # never inferred from the name (.json would be JSON)
     log.debug("saved %s%s", path, f" + {data_file_name(path)}" if external else "")
     return external
 

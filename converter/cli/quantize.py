@@ -135,13 +135,16 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
                                 progress=on_terminal())
     size = out.stat().st_size / 1e6
     click.echo(f"wrote {out} ({size:.1f} MB, target {config.profile.key}, smoothquant {sq if sq is not None else 'off'})")
-    if speed_check is not False:
+    if speed_check is not False and config.profile.name == "ort-cpu":  # timings on this CPU say nothing of a GPU
         from converter.speed_check import MAX_SINGLE_RUN_S, check_speed
 
-        with one_line_errors():
+        try:
             result = check_speed(model, out, feeds[0] if feeds else None,
                                  max_single_run_s=None if speed_check else MAX_SINGLE_RUN_S)
-        click.echo(result.line())
+        except Exception as exc:  # noqa: BLE001 - the model is written and loads; only its timing failed
+            click.echo(f"speed check skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        else:
+            click.echo(result.line())
 
 
 def _quantize_to_target(model: Path, output: Path, table, config, feeds: list, held: list | None,  # noqa: ANN001
