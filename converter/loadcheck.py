@@ -2,12 +2,8 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from .errors import ConverterError
-
-if TYPE_CHECKING:
-    import onnx_ir as ir
 
 
 class UnloadableModelError(ConverterError):
@@ -30,10 +26,3 @@ def ensure_loads(path: str | os.PathLike[str], what: str = "the quantized model"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnloadableModelError(f"ONNX Runtime cannot load {what}, so nothing was written: {first}") from None
 
-
-def save_ir_loadable(model: "ir.Model", path: str | os.PathLike[str]) -> None:
-    """Save an onnx-ir model to ``path`` (a staged temp file), then ``ensure_loads`` it."""
-    import onnx_ir as ir
-
-    ir.save(model, path)
-    ensure_loads(path)

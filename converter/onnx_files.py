@@ -71,8 +71,8 @@ def save_onnx(model: ir.Model | onnx.ModelProto, path: str | os.PathLike[str]) -
     path = Path(path)
     external = weight_bytes(model) >= external_data_threshold()
     if isinstance(model, onnx.ModelProto):
-        onnx.save_model(model, str(path), format="protobuf", save_as_external_data=external, all_tensors_to_one_file=True,
-                        location=data_file_name(path), size_threshold=1024)
+        onnx.save_model(model, str(path), format="protobuf", save_as_external_data=external,
+                        all_tensors_to_one_file=True, location=data_file_name(path), size_threshold=1024)
     elif external:
         ir.save(model, path, format="protobuf", external_data=data_file_name(path), size_threshold_bytes=1024)
     else:
@@ -144,5 +144,5 @@ def _remove_stale_data(output: Path, staged: Path) -> None:
         old.unlink()
 
 
-__all__ = ["EXTERNAL_DATA_THRESHOLD", "data_file_name", "external_data_threshold", "disk_copy", "publish", "runs_from_disk", "save_onnx", "weight_bytes",
-           "write_onnx"]
+__all__ = ["EXTERNAL_DATA_THRESHOLD", "data_file_name", "disk_copy", "external_data_threshold", "publish",
+           "runs_from_disk", "save_onnx", "weight_bytes", "write_onnx"]

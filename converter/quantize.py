@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 from .errors import ModelFileError
 from . import pipeline
 from .passes.qdq_placement import needed_tensors
-from .prepare import MIN_OPSET, prepare_proto
+from .prepare import needs_preparation, prepare_proto
 from .prepare.control_flow import report_subgraphs
 from .quant.config import QuantConfig
 from .quant.errors import QuantizationError
@@ -43,7 +43,7 @@ def _load_ir(model: str | os.PathLike[str] | onnx.ModelProto | ir.Model) -> ir.M
     if not isinstance(model, ir.Model):
         label = str(model)
         model = _read_ir(model)
-    if model.opset_imports.get("", 1) >= MIN_OPSET and not any(v.is_initializer() for v in model.graph.inputs):
+    if not needs_preparation(model):
         return model  # used (and changed) as is
     return ir.from_proto(prepare_proto(ir.to_proto(model), label))
 

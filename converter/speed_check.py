@@ -76,27 +76,13 @@ def _feeds_for(specs: Sequence, sample: Mapping[str, np.ndarray] | None, batch: 
             for s in specs}
 
 
-def _median_ms(engines: list, feeds: dict[str, np.ndarray], runs: int) -> list[float]:
-    for eng in engines:
-        eng.run(feeds)  # warm-up
-    times: list[list[float]] = [[] for _ in engines]
-    start = time.perf_counter()
-    done = 0
-    while done < runs or (done < MAX_RUNS and time.perf_counter() - start < MIN_SECONDS):  # fast models: more runs
-        done += 1
-        for eng, bucket in zip(engines, times):
-            t0 = time.perf_counter()
-            eng.run(feeds)
-            bucket.append((time.perf_counter() - t0) * 1000.0)
-    return [float(np.median(t)) for t in times]
-
-
 def check_speed(fp32: str | os.PathLike[str], int8: str | os.PathLike[str],
                 sample: Mapping[str, np.ndarray] | None = None, batches: Sequence[int] = (1, 8), runs: int = 5,
                 max_single_run_s: float | None = MAX_SINGLE_RUN_S) -> SpeedCheck:
     """Time both models at each batch, interleaved run by run; ``max_single_run_s``: skip (and say so)
     when one FP32 batch-1 run takes longer (None: always measure)."""
     from runtime import Engine
+    from runtime.bench import benchmark_interleaved
 
     size = Path(fp32).stat().st_size
     if max_single_run_s is not None and size > MAX_AUTO_BYTES:
@@ -115,7 +101,9 @@ def check_speed(fp32: str | os.PathLike[str], int8: str | os.PathLike[str],
                 single = time.perf_counter() - t0
                 if single > max_single_run_s:
                     return SpeedCheck([], f"one FP32 run takes {single:.1f}s (--speed-check measures anyway)")
-            fp32_ms, int8_ms = _median_ms([ref, cand], feeds, runs)
+            ref_run, cand_run = benchmark_interleaved([ref, cand], batch, feeds=feeds, runs=runs, warmup=1,
+                                                      min_seconds=MIN_SECONDS, max_runs=MAX_RUNS)
+            fp32_ms, int8_ms = ref_run.p50, cand_run.p50
             results.append(SpeedResult(batch, fp32_ms, int8_ms))
             log.info("speed check batch %d: FP32 %.2f ms, INT8 %.2f ms", batch, fp32_ms, int8_ms)
     return SpeedCheck(results, "; ".join(missing) or None)

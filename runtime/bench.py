@@ -102,19 +102,26 @@ def benchmark(engine: Engine, batch: int = 1, sequence: int = 128, runs: int = 5
 
 def benchmark_interleaved(engines: list[Engine], batch: int = 1, sequence: int = 128, runs: int = 50,
                           warmup: int = 5, seed: int = 0,
-                          on_run: Callable[[], object] | None = None) -> list[BenchResult]:
+                          on_run: Callable[[], object] | None = None, feeds: dict[str, np.ndarray] | None = None,
+                          min_seconds: float = 0.0, max_runs: int | None = None) -> list[BenchResult]:
     """Time several engines on the same feeds, alternating run by run so machine noise hits all alike.
 
+    ``feeds``: the inputs to time (default: synthetic ones of ``batch`` and ``sequence``). After ``runs``
+    rounds, more are run while less than ``min_seconds`` have passed, up to ``max_runs`` (fast models).
     Create ONNX Runtime sessions with ``session.intra_op.allow_spinning=0`` for this: otherwise the idle
     sessions' threads spin and slow the one being timed.
     """
     for eng in engines:
         check_batch(eng.input_specs, batch)
-    feeds = synthetic_feeds(engines[0].input_specs, batch=batch, sequence=sequence, seed=seed)
+    if feeds is None:
+        feeds = synthetic_feeds(engines[0].input_specs, batch=batch, sequence=sequence, seed=seed)
     for eng in engines:
         eng.warmup(feeds, runs=warmup)
     times: list[list[float]] = [[] for _ in engines]
-    for _ in range(runs):
+    limit = max(runs, max_runs or runs)
+    start, done = time.perf_counter(), 0
+    while done < runs or (done < limit and time.perf_counter() - start < min_seconds):
+        done += 1
         for eng, bucket in zip(engines, times):
             t0 = time.perf_counter()
             eng.run(feeds)
@@ -122,4 +129,4 @@ def benchmark_interleaved(engines: list[Engine], batch: int = 1, sequence: int =
         if on_run is not None:
             on_run()
     has_sequence = any(not isinstance(d, int) for s in engines[0].input_specs for d in s.shape[1:])
-    return [BenchResult(_fed_batch(engines[0].input_specs, feeds, batch), sequence if has_sequence else None, runs, np.asarray(t)) for t in times]
+    return [BenchResult(_fed_batch(engines[0].input_specs, feeds, batch), sequence if has_sequence else None, done, np.asarray(t)) for t in times]

@@ -18,10 +18,10 @@ latency (median of alternating runs, same session options) as speed-ups over FP3
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -122,14 +122,20 @@ def ort_quantize_static(fp32: Path, out: Path, calib: list[dict[str, np.ndarray]
     quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
 
 
-def session(path: Path, threads: int):
+def session_options(threads: int):  # noqa: ANN201 - onnxruntime.SessionOptions
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # models are timed alternately
     so.enable_cpu_mem_arena = False  # three sessions at once on large images: give memory back after each run
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return so
+
+
+def session(path: Path, threads: int):  # noqa: ANN201 - onnxruntime.InferenceSession
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def cosine(paths: list[Path], evals: list[dict[str, np.ndarray]], threads: int) -> list[float]:
@@ -150,16 +156,13 @@ def cosine(paths: list[Path], evals: list[dict[str, np.ndarray]], threads: int) 
 
 def latency(paths: list[Path], feed: dict[str, np.ndarray], batch: int, threads: int, runs: int) -> list[float]:
     """Median ms of each model on ``feed``'s first sample repeated ``batch`` times, alternating run by run."""
+    from runtime import Engine
+    from runtime.bench import benchmark_interleaved
+
     one = {k: np.repeat(v[:1], batch, axis=0) for k, v in feed.items()}
-    sessions = [session(p, threads) for p in paths]
-    times: list[list[float]] = [[] for _ in paths]
-    for i in range(runs + 2):
-        for s, bucket in zip(sessions, times):
-            t0 = time.perf_counter()
-            s.run(None, one)
-            if i >= 2:
-                bucket.append((time.perf_counter() - t0) * 1000)
-    return [statistics.median(t) for t in times]
+    with contextlib.ExitStack() as stack:
+        engines = [stack.enter_context(Engine.load(p, session_options=session_options(threads))) for p in paths]
+        return [r.p50 for r in benchmark_interleaved(engines, batch, feeds=one, runs=runs, warmup=2)]
 
 
 def levenshtein(a: str, b: str) -> int:

@@ -54,7 +54,7 @@ class ImageOptions:
         return given
 
 
-def _numbers(kind: type, count: tuple[int, ...], flag: str) -> Callable:
+def _numbers(kind: type, count: tuple[int, ...]) -> Callable:
     def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
         if value is None:
             return None
@@ -72,7 +72,7 @@ def _numbers(kind: type, count: tuple[int, ...], flag: str) -> Callable:
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
-    parts = _numbers(int, (1, 2), "--image-size")(ctx, param, value)
+    parts = _numbers(int, (1, 2))(ctx, param, value)
     if parts is None:
         return None
     if any(v <= 0 for v in parts):
@@ -86,9 +86,9 @@ def image_options(fn: Callable) -> Callable:
         click.option("--image-size", "image_size", metavar="H,W", callback=_size, default=None,
                      help="Images: height,width fed to the model (one number: square). Default: the input's "
                           "fixed size; required when the input's height/width are dynamic."),
-        click.option("--mean", "image_mean", metavar="R,G,B", callback=_numbers(float, (1, 3), "--mean"),
+        click.option("--mean", "image_mean", metavar="R,G,B", callback=_numbers(float, (1, 3)),
                      help="Images: subtracted after scaling, per channel (e.g. 0.485,0.456,0.406)."),
-        click.option("--std", "image_std", metavar="R,G,B", callback=_numbers(float, (1, 3), "--std"),
+        click.option("--std", "image_std", metavar="R,G,B", callback=_numbers(float, (1, 3)),
                      help="Images: divided by after --mean, per channel (e.g. 0.229,0.224,0.225)."),
         click.option("--scale", "image_scale", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Images: the pixel value that becomes 1.0: 255 (default) feeds 0..1, 1 feeds raw 0..255."),

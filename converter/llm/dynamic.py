@@ -18,9 +18,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from runtime.atomic import atomic_write
-
-from ..loadcheck import save_ir_loadable
+from ..onnx_files import write_onnx
 from .config import WeightQuantError
 from .matmulnbits import MS_DOMAIN
 from .weight_only import load_model
@@ -49,7 +47,7 @@ def dynamic_activations(
     """Write a copy of a MatMulNBits model whose MatMuls quantize activations dynamically (int8 compute)."""
     ir_model = load_model(model)
     set_accuracy_level(ir_model, level)
-    return atomic_write(output, lambda tmp: save_ir_loadable(ir_model, tmp))
+    return write_onnx(ir_model, output)
 
 
 def session_options(qdq_accuracy_level: int = 0, threads: int | None = None):  # -> ort.SessionOptions

@@ -73,11 +73,13 @@ def available_memory() -> tuple[float, str]:
 
 def onnx_weight_bytes(path: str | os.PathLike[str]) -> int:
     """Bytes of an ONNX model's weights as they lie on disk: the file and its external data files beside it."""
+    from ..onnx_files import data_file_name
+
     path = Path(path)
     if not path.is_file():
         return 0
     size = path.stat().st_size
-    data = path.with_name(path.name + ".data")
+    data = path.with_name(data_file_name(path))
     return size + (data.stat().st_size if data.is_file() else 0) + _other_data_files(path)
 
 
@@ -89,8 +91,10 @@ def _other_data_files(path: Path) -> int:
         m = onnx.load(str(path), load_external_data=False)
     except Exception:  # unreadable here: the step's own loader says why
         return 0
+    from ..onnx_files import data_file_name
+
     names = {e.value for t in m.graph.initializer for e in t.external_data if e.key == "location"}
-    names.discard(path.name + ".data")
+    names.discard(data_file_name(path))
     return sum((path.parent / n).stat().st_size for n in names if (path.parent / n).is_file())
 
 

@@ -66,11 +66,9 @@ class FoldBatchNormPass(InPlacePass):
             w_val = add_initializer(graph, f"{base}.bn_folded.weight", new_w, taken)
             b_val = add_initializer(graph, f"{base}.bn_folded.bias", new_b, taken)
             conv.replace_input_with(1, w_val)
-            if len(conv.inputs) > 2:
-                conv.replace_input_with(2, b_val)
-            else:
+            if len(conv.inputs) < 3:
                 conv.resize_inputs(3)
-                conv.replace_input_with(2, b_val)
+            conv.replace_input_with(2, b_val)
             bn_out = bn.outputs[0]
             name, shape, dtype = bn_out.name, bn_out.shape, bn_out.type
             bn_out.replace_all_uses_with(conv_out, replace_graph_outputs=True)

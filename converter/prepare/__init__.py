@@ -5,6 +5,7 @@ upgraded. Each step is its own module; ``prepare_proto`` runs them on a ModelPro
 from __future__ import annotations
 
 import onnx
+import onnx_ir as ir
 
 from .initializer_inputs import drop_initializer_inputs
 from .opset import MIN_OPSET, default_opset, upgrade_opset
@@ -13,10 +14,13 @@ __all__ = ["MIN_OPSET", "default_opset", "drop_initializer_inputs", "needs_prepa
            "upgrade_opset"]
 
 
-def needs_preparation(proto: onnx.ModelProto) -> bool:
-    """True when ``prepare_proto`` would change ``proto``."""
-    inits = {t.name for t in proto.graph.initializer}
-    return default_opset(proto) < MIN_OPSET or any(i.name in inits for i in proto.graph.input)
+def needs_preparation(model: onnx.ModelProto | ir.Model) -> bool:
+    """True when ``prepare_proto`` would change ``model`` (a ModelProto, or an onnx-ir model: checked
+    without serializing it)."""
+    if isinstance(model, ir.Model):
+        return model.opset_imports.get("", 1) < MIN_OPSET or any(v.is_initializer() for v in model.graph.inputs)
+    inits = {t.name for t in model.graph.initializer}
+    return default_opset(model) < MIN_OPSET or any(i.name in inits for i in model.graph.input)
 
 
 def prepare_proto(proto: onnx.ModelProto, label: str = "model") -> onnx.ModelProto:
