@@ -60,6 +60,12 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
         click.option("--hera", is_flag=True,
                      help="Refine the levels by heuristic element replacement against the calibration Hessian "
                           "(after RTN or GPTQ; needs --data)."),
+        click.option("--awq/--no-awq", default=None,
+                     help="Activation-aware per-channel scales before rounding, folded into the preceding norm or "
+                          "linear layer (needs --data; default on for --algo gptq)."),
+        click.option("--clip/--no-clip", default=None,
+                     help="Search each group's range for the least activation-weighted error "
+                          "(needs --data; default on for --algo gptq)."),
         click.option("--damp", type=float, default=0.01, show_default=True, help="GPTQ damping (fraction of mean diag H)."),
         click.option("--format", "fmt", type=click.Choice(["matmulnbits", "qdq"]), default="matmulnbits",
                      show_default=True, help="com.microsoft MatMulNBits, or opset-21 block-wise DequantizeLinear."),
@@ -78,7 +84,8 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
 
 
 def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: int, algo: str, act_order: bool | None,
-                         asymmetric: bool, hera: bool = False, damp: float, fmt: str, dynamic_activations: bool, exclude: tuple[str, ...],
+                         asymmetric: bool, hera: bool = False, awq: bool | None = None, clip: bool | None = None,
+                         damp: float, fmt: str, dynamic_activations: bool, exclude: tuple[str, ...],
                          data: str | None, num_samples: int, max_length: int, tokenizer: str | None):  # -> WeightOnlyResult
     """Run weight-only quantization from CLI option values (callable from `qdq quantize`)."""
     from converter.llm.config import WeightOnlyConfig, WeightQuantError
@@ -89,6 +96,7 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
             bits=int(bits[3:]), group_size=group_size, algo=algo, symmetric=not asymmetric,
             act_order=act_order if act_order is not None else algo == "gptq",
             damp=damp, format=fmt, accuracy_level=4 if dynamic_activations else 0, exclude=tuple(exclude), hera=hera,
+            awq=awq if awq is not None else algo == "gptq", clip=clip if clip is not None else algo == "gptq",
         )
     except WeightQuantError as exc:
         raise click.ClickException(str(exc)) from None
@@ -98,6 +106,9 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
         raise click.ClickException("--algo gptq needs calibration text: --data FILE.txt (or builtin:corpus)")
     if hera and not data:
         raise click.ClickException("--hera needs calibration text: --data FILE.txt (or builtin:corpus)")
+    for flag, on in (("--awq", config.awq), ("--clip", config.clip)):
+        if on and not data:
+            raise click.ClickException(f"{flag} needs calibration text: --data FILE.txt (or builtin:mix)")
     if act_order is not None and algo != "gptq":
         raise click.ClickException("--act-order applies to --algo gptq only")
     calibration = None

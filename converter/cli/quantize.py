@@ -64,6 +64,10 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
               help="--weights gptq: quantize columns by decreasing Hessian diagonal (default for gptq).")
 @click.option("--asymmetric", is_flag=True, help="--weights: one zero point per group (default symmetric).")
 @click.option("--hera", is_flag=True, help="--weights: refine the levels by heuristic element replacement (needs --data).")
+@click.option("--awq/--no-awq", default=None,
+              help="--weights: activation-aware per-channel scales before rounding (needs --data; default on for gptq).")
+@click.option("--clip/--no-clip", default=None,
+              help="--weights: search each group's range for the least activation-weighted error (default on for gptq).")
 @click.option("--damp", type=float, default=0.01, show_default=True, help="--weights gptq: damping, fraction of mean diag(H).")
 @click.option("--weight-format", "weight_format", type=click.Choice(["matmulnbits", "qdq"]), default="matmulnbits",
               show_default=True, help="--weights: com.microsoft MatMulNBits, or opset-21 block-wise DequantizeLinear.")
@@ -82,7 +86,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
             max_length: int, tokenizer: str | None, image, method: str | None, smoothquant: str | None,
             exclude: tuple[str, ...], target: str, cpu: str, quantize_attention: bool | None, per_tensor: bool,
             weight_rounding: str, range_search: str, target_accuracy: str | None, weights: str | None, group_size: int, algo: str,
-            act_order: bool | None, asymmetric: bool, hera: bool, damp: float, weight_format: str,
+            act_order: bool | None, asymmetric: bool, hera: bool, awq: bool | None, clip: bool | None, damp: float, weight_format: str,
             dynamic_activations: bool, eval_data: str | None,
             output: Path, speed_check: bool | None, executor: str, ray_address: str | None, force: bool) -> None:
     """Quantize MODEL.onnx to static INT8 (QDQ) with ranges from --calib or from --data.
@@ -103,7 +107,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
 
         result = quantize_weights_api(
             model, output, bits=weights, group_size=group_size, algo=algo, act_order=act_order, asymmetric=asymmetric,
-            hera=hera, damp=damp, fmt=weight_format, dynamic_activations=dynamic_activations, exclude=exclude, data=data,
+            hera=hera, awq=awq, clip=clip, damp=damp, fmt=weight_format, dynamic_activations=dynamic_activations, exclude=exclude, data=data,
             num_samples=num_samples or 64, max_length=max_length, tokenizer=tokenizer)
         click.echo(f"wrote {result.path}: {len(result.quantized)} MatMuls as {result.config.label}, "
                    f"weights {result.float_bytes / 1e6:.2f} MB -> {result.quantized_bytes / 1e6:.2f} MB "

@@ -30,7 +30,10 @@ class WeightOnlyConfig:
     weight names kept in float. hera: refine the levels by heuristic element replacement against the
     calibration Hessian (after RTN or GPTQ). sequential: take each layer's Hessian from the inputs the
     already-quantized earlier blocks produce (on the torch model the LM was exported from); False uses
-    the float model's inputs (the old behaviour, kept for comparison).
+    the float model's inputs (the old behaviour, kept for comparison). awq: before rounding, scale each
+    input channel by a per-channel factor searched on the calibration activations (AWQ-style) and fold
+    its inverse into the preceding norm or linear layer. clip: search each group's range (shrunk
+    symmetric, or asymmetric low/high) for the least activation-weighted rounding error.
     """
 
     bits: int = 4
@@ -45,6 +48,8 @@ class WeightOnlyConfig:
     exclude: tuple[str, ...] = ()
     hera: bool = False
     sequential: bool = True
+    awq: bool = False
+    clip: bool = False
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
@@ -72,8 +77,16 @@ class WeightOnlyConfig:
         parts = [f"int{self.bits}", f"g{self.group_size}", self.algo, "sym" if self.symmetric else "asym"]
         if self.act_order and self.algo == "gptq":
             parts.append("act-order")
+        if self.awq:
+            parts.append("awq")
+        if self.clip:
+            parts.append("clip")
         if self.hera:
             parts.append("hera")
         if self.accuracy_level:
             parts.append(f"acc{self.accuracy_level}")
         return " ".join(parts)
+
+
+DEFAULT_INT4 = WeightOnlyConfig(bits=4, group_size=128, algo="gptq", awq=True, clip=True)
+"""The recipe ``qdq quantize-weights --algo gptq`` uses (chosen on the tuning split of tools/bench_llm.py)."""

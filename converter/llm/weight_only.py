@@ -105,8 +105,8 @@ def hessian_inputs(model: ir.Model, exclude: Iterable[str] = ()) -> list[str]:
 
 
 def needs_hessians(config: WeightOnlyConfig) -> bool:
-    """Whether ``config`` uses calibration data (GPTQ, or HERA after either algorithm)."""
-    return config.algo == "gptq" or config.hera
+    """Whether ``config`` uses calibration data (GPTQ, AWQ scales, clip search or HERA)."""
+    return config.algo == "gptq" or config.hera or config.awq or config.clip
 
 
 def quantize_model(
