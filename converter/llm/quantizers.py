@@ -38,6 +38,7 @@ class QuantizedWeight:
     bits: int
     group_size: int
     symmetric: bool
+    input_scale: np.ndarray | None = None  # float32 [K]: the levels are of W·diag(s); the graph must feed x / s
 
     @property
     def blocks(self) -> int:
@@ -60,22 +61,52 @@ class QuantizedWeight:
         return (self.q.astype(np.float32) - zero) * scale
 
 
-def group_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale (float32-representable) and zero point for each row of ``w`` [rows, group]."""
+CLIP_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
+"""Range shrink factors the clip search tries for each group (1.0 = the full min/max range)."""
+
+
+def _range_params(w: torch.Tensor, bits: int, symmetric: bool, shrink: float) -> tuple[torch.Tensor, torch.Tensor]:
     maxq = 2**bits - 1
     if symmetric:
         mid = 2 ** (bits - 1)
-        ext = w.gather(1, w.abs().argmax(1, keepdim=True))[:, 0]
+        ext = w.gather(1, w.abs().argmax(1, keepdim=True))[:, 0] * shrink
         scale = ext / -mid
         zero = torch.full_like(scale, float(mid))
     else:
-        lo = torch.clamp(w.min(1).values, max=0.0)
-        hi = torch.clamp(w.max(1).values, min=0.0)
+        lo = torch.clamp(w.min(1).values, max=0.0) * shrink
+        hi = torch.clamp(w.max(1).values, min=0.0) * shrink
         scale = (hi - lo) / maxq
         zero = torch.zeros_like(scale)
     scale = torch.where(scale == 0, torch.ones_like(scale), scale).float().to(w.dtype)
     if not symmetric:
         zero = torch.clamp(torch.round(-lo / scale), 0, maxq)
+    return scale, zero
+
+
+def group_params(w: torch.Tensor, bits: int, symmetric: bool,
+                 importance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale (float32-representable) and zero point for each row of ``w`` [rows, group].
+
+    With ``importance`` (per weight, broadcasting against ``w``: e.g. the Hessian diagonal of the group's
+    input features), each row's range is shrunk by the factor of :data:`CLIP_GRID` that gives the least
+    importance-weighted squared rounding error (clipped outliers against finer steps for the rest).
+    """
+    scale, zero = _range_params(w, bits, symmetric, 1.0)
+    if importance is None:
+        return scale, zero
+    maxq = 2**bits - 1
+    importance = importance.to(w.dtype)
+
+    def error(s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        q = _quantize(w, s[:, None], z[:, None], maxq)
+        return (((q - z[:, None]) * s[:, None] - w) ** 2 * importance).sum(1)
+
+    best = error(scale, zero)
+    for shrink in CLIP_GRID[1:]:
+        s, z = _range_params(w, bits, symmetric, shrink)
+        err = error(s, z)
+        better = err < best
+        scale, zero, best = torch.where(better, s, scale), torch.where(better, z, zero), torch.minimum(err, best)
     return scale, zero
 
 
@@ -96,15 +127,20 @@ def _pad_k(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return torch.nn.functional.pad(w, (0, pad)) if pad else w
 
 
-def quantize_rtn(w: np.ndarray, config: WeightOnlyConfig, name: str = "weight") -> QuantizedWeight:
-    """Round each weight to the nearest level of its group."""
+def quantize_rtn(w: np.ndarray, config: WeightOnlyConfig, name: str = "weight",
+                 hessian: torch.Tensor | None = None) -> QuantizedWeight:
+    """Round each weight to the nearest level of its group (ranges clip-searched when ``config.clip`` and H [K, K])."""
     check_shape(w, config.group_size, name)
     n, k = w.shape
     g, maxq = config.group_size, 2**config.bits - 1
     wt = _pad_k(torch.tensor(np.asarray(w), dtype=torch.float64), g)
     blocks = wt.shape[1] // g
     wt = wt.reshape(n * blocks, g)
-    scale, zero = group_params(wt, config.bits, config.symmetric)
+    importance = None
+    if config.clip and hessian is not None:
+        diag = torch.nn.functional.pad(torch.diag(hessian).to(torch.float64), (0, blocks * g - k))
+        importance = diag.reshape(blocks, g).repeat(n, 1)
+    scale, zero = group_params(wt, config.bits, config.symmetric, importance)
     q = _quantize(wt, scale[:, None], zero[:, None], maxq)
     return _pack_result(q.reshape(n, blocks * g)[:, :k], scale.reshape(n, blocks), zero.reshape(n, blocks), config)
 
@@ -135,14 +171,14 @@ def quantize_gptq(w: np.ndarray, hessian: np.ndarray, config: WeightOnlyConfig, 
 def quantize_layer(w: torch.Tensor, hessian: torch.Tensor | None, config: WeightOnlyConfig,
                    name: str = "weight") -> QuantizedWeight:
     """W [N, K] by ``config.algo`` (GPTQ needs H [K, K]), then HERA's refinement when ``config.hera``."""
-    if config.algo == "gptq" or config.hera:
+    if config.algo == "gptq" or config.hera or config.clip:
         if hessian is None:
             raise WeightQuantError(f"{name}: {config.algo} {'with HERA ' if config.hera else ''}needs a Hessian")
     with _one_thread():
         if config.algo == "gptq":
             qw = _gptq(w, hessian, config, name)  # type: ignore[arg-type]
         else:
-            qw = quantize_rtn(w.numpy(), config, name)
+            qw = quantize_rtn(w.numpy(), config, name, hessian)
         if config.hera:
             qw = hera_refine(w, hessian, qw)  # type: ignore[arg-type]
     return qw
@@ -201,6 +237,7 @@ def _gptq(w: torch.Tensor, hessian: torch.Tensor, config: WeightOnlyConfig, name
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
+    importance = torch.diag(H).clone() if config.clip else None  # per column, in the original order
 
     # Group parameters: computed up front from the (unpermuted) weights when visiting columns out of
     # order, so each group keeps one scale as MatMulNBits requires; else lazily from updated weights.
@@ -209,7 +246,8 @@ def _gptq(w: torch.Tensor, hessian: torch.Tensor, config: WeightOnlyConfig, name
     perm = torch.arange(k)
     if config.act_order:
         for j in range(k // g):
-            scales[:, j], zeros[:, j] = group_params(W[:, j * g:(j + 1) * g], bits, sym)
+            imp = importance[j * g:(j + 1) * g] if importance is not None else None
+            scales[:, j], zeros[:, j] = group_params(W[:, j * g:(j + 1) * g], bits, sym, imp)
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H = W[:, perm], H[perm][:, perm]
 
@@ -236,7 +274,8 @@ def _gptq(w: torch.Tensor, hessian: torch.Tensor, config: WeightOnlyConfig, name
             col = i1 + i
             grp = group_of[col]
             if not config.act_order and col % g == 0:
-                scales_t[grp], zeros_t[grp] = group_params(W1[i:i + g].T, bits, sym)
+                imp = importance[col:col + g].float() if importance is not None else None
+                scales_t[grp], zeros_t[grp] = group_params(W1[i:i + g].T, bits, sym, imp)
             s, z, w_col = scales_t[grp], zeros_t[grp], W1[i]
             q = _quantize(w_col, s, z, maxq)
             Qt[col] = q

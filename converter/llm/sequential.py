@@ -31,9 +31,13 @@ import numpy as np
 import torch
 
 from ..memory import release_memory
+from .awq import scale_block
 from .config import WeightOnlyConfig, WeightQuantError
 from .hessian import HessianAccumulator
 from .quantizers import QuantizedWeight, quantize_layer, torch_threads
+from .torch_layers import is_linear as _is_linear
+from .torch_layers import set_weight_nk as _set_weight_nk
+from .torch_layers import weight_nk as _weight_nk
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +48,6 @@ def fingerprint(w: np.ndarray) -> str:
     """A digest of W [N, K] as float32 (shape included): the same weight in torch and in ONNX hashes alike."""
     a = np.ascontiguousarray(w, dtype=np.float32)
     return hashlib.blake2b(a.tobytes() + repr(a.shape).encode(), digest_size=16).hexdigest()
-
-
-def _is_linear(module: torch.nn.Module) -> bool:
-    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2's transposed Linear
-
-
-def _weight_nk(module: torch.nn.Module) -> torch.Tensor:
-    """The layer's weight as W [N, K] (out x in): Linear stores it so, GPT-2's Conv1D transposed."""
-    w = module.weight.detach()
-    return w if isinstance(module, torch.nn.Linear) else w.T
-
-
-def _set_weight_nk(module: torch.nn.Module, w: torch.Tensor) -> None:
-    w = w.to(module.weight.dtype)
-    module.weight.data.copy_(w if isinstance(module, torch.nn.Linear) else w.T)
 
 
 def decoder_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -187,17 +176,18 @@ def _collect(block: torch.nn.Module, inputs: _Inputs, modules: dict[str, torch.n
     return accs
 
 
-def _quantize_group(modules: dict[str, torch.nn.Module], group: list[str], acc: HessianAccumulator,
+def _quantize_group(modules: dict[str, torch.nn.Module], group: list[str], hessian: torch.Tensor,
                     config: WeightOnlyConfig, keys: Mapping[str, str], out: dict[str, QuantizedWeight],
-                    deferred: list[tuple[torch.nn.Module, torch.Tensor]]) -> None:
+                    deferred: list[tuple[torch.nn.Module, torch.Tensor]],
+                    input_scales: Mapping[str, np.ndarray] | None = None) -> None:
     """Quantize the layers of one group as one matrix (rows stacked), record them, schedule the write-back."""
     ws = [_weight_nk(modules[name]).float() for name in group]
-    qw = quantize_layer(torch.cat(ws), acc.hessian_tensor(), config, "+".join(group))
+    qw = quantize_layer(torch.cat(ws), hessian, config, "+".join(group))
     row = 0
     for name, w in zip(group, ws):
         n = w.shape[0]
         part = QuantizedWeight(qw.q[row:row + n], qw.scales[row:row + n], qw.zero_points[row:row + n],
-                               qw.bits, qw.group_size, qw.symmetric)
+                               qw.bits, qw.group_size, qw.symmetric, (input_scales or {}).get(name))
         out[keys[name]] = part
         deferred.append((modules[name], torch.as_tensor(part.dequantize())))
         row += n
@@ -249,9 +239,13 @@ def _quantize_sequential(model: torch.nn.Module, batches: Iterable[Mapping[str, 
                     modules = {n: m for m, n in names.items()}
                     groups = _input_groups(block, inputs, names)
                     for stage in ([[g] for g in groups] if true_sequential else [groups]):
-                        accs = _collect(block, inputs, modules, stage)
-                        for group, acc in zip(stage, accs):
-                            _quantize_group(modules, group, acc, config, keys, result, deferred)
+                        hessians = [acc.hessian_tensor() for acc in _collect(block, inputs, modules, stage)]
+                        scales: dict[str, np.ndarray] = {}
+                        if config.awq:
+                            hessians, scales = scale_block(block, modules, stage, hessians, config,
+                                                           lambda: _run_block(block, inputs, 0))
+                        for group, hessian in zip(stage, hessians):
+                            _quantize_group(modules, group, hessian, config, keys, result, deferred, scales)
                         if config.sequential:
                             _write_back(deferred)
                 for i in range(len(inputs.hidden)):
@@ -290,4 +284,4 @@ def _quantize_head(model: torch.nn.Module, head: torch.nn.Module, inputs: _Input
     acc = HessianAccumulator(_weight_nk(head).shape[1])
     for h in inputs.hidden:
         acc.add(norm(h) if norm is not None else h)
-    _quantize_group({"head": head}, ["head"], acc, config, {"head": key}, out, deferred)
+    _quantize_group({"head": head}, ["head"], acc.hessian_tensor(), config, {"head": key}, out, deferred)

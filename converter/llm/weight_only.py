@@ -27,6 +27,7 @@ from ..models import source_model_dir
 from ..onnx_files import write_onnx
 from .config import WeightOnlyConfig, WeightQuantError
 from .hessian import collect_hessians
+from .input_scales import apply_input_scales
 from .memory_budget import check_memory, onnx_weight_bytes
 from .matmulnbits import MS_DOMAIN, blockwise_dq_nodes, matmulnbits_node
 from .quantizers import QuantizedWeight, check_shape, quantize_layer, quantize_rtn
@@ -146,6 +147,9 @@ def quantize_model(
     result = WeightOnlyResult(None, config)
     graph = model.graph
     fallback = []
+    scaled: list[tuple[ir.Node, np.ndarray]] = []
+    if config.awq and quantized is None:
+        log.warning("AWQ scales need the torch model the LM was exported from: rounding without them")
     for node in targets:
         w = _weight(node)
         label = node.outputs[0].name or node.name
@@ -157,7 +161,9 @@ def quantize_model(
             qw = quantize_layer(torch.tensor(w), torch.as_tensor(hessians[node.inputs[0].name]), config, label)
         elif qw is None:
             qw = quantize_rtn(w, config, label)
-        _replace(graph, node, qw, config, label)
+        reader = _replace(graph, node, qw, config, label)
+        if qw.input_scale is not None:
+            scaled.append((reader, qw.input_scale))
         result.quantized.append(label)
         result.float_bytes += w.size * 4
         levels = qw.blocks * qw.group_size * qw.q.shape[0] + (0 if qw.symmetric else qw.zero_points.size)
@@ -165,6 +171,7 @@ def quantize_model(
     if fallback:
         log.warning("%d MatMul weight(s) not found in the torch model were rounded to nearest: %s",
                     len(fallback), ", ".join(fallback[:3]))
+    apply_input_scales(graph, scaled)
     _drop_unused_initializers(graph)
     if config.format == "matmulnbits":
         model.opset_imports.setdefault(MS_DOMAIN, 1)
@@ -176,8 +183,9 @@ def quantize_model(
     return result
 
 
-def _replace(graph: ir.Graph, node: ir.Node, qw: QuantizedWeight, config: WeightOnlyConfig, prefix: str) -> None:
-    old_out = node.outputs[0]
+def _replace(graph: ir.Graph, node: ir.Node, qw: QuantizedWeight, config: WeightOnlyConfig, prefix: str) -> ir.Node:
+    """Put the quantized form of MatMul ``node`` in its place; returns the new node reading its activation."""
+    x, old_out = node.inputs[0], node.outputs[0]
     if config.format == "matmulnbits":
         new_nodes = [matmulnbits_node(graph, node.inputs[0], qw, prefix, config.accuracy_level)]
     else:
@@ -187,6 +195,7 @@ def _replace(graph: ir.Graph, node: ir.Node, qw: QuantizedWeight, config: Weight
         new_nodes.append(ir.node("Add", [new_nodes[-1].outputs[0], bias], name=f"{prefix}_bias"))
     new_out = new_nodes[-1].outputs[0]
     ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, [old_out], [new_out])
+    return next(n for n in new_nodes if n.inputs and n.inputs[0] is x)
 
 
 def _drop_unused_initializers(graph: ir.Graph) -> None:
