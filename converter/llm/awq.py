@@ -3,7 +3,7 @@
 For linear layers reading the same input X (e.g. q/k/v), a per-input-channel factor s multiplies the
 weights' columns and divides the input: X Wᵀ = (X / s)(W s)ᵀ. Salient channels (large activations)
 get finer rounding steps. s = rms(X)^α, normalised, with α searched on a grid for the least output
-error E = W - Q(W s) / s measured against the calibration Hessian: tr(E H Eᵀ) (H = 2XᵀX/n), so no
+error E = W - Q(W s) / s (Q: round to nearest, with the clip search when that is on) measured against the calibration Hessian: tr(E H Eᵀ) (H = 2XᵀX/n), so no
 extra forward pass is needed. 1/s is folded into the layer that produced X, keeping the float block
 exact:
 
@@ -41,13 +41,20 @@ def _is_norm(module: torch.nn.Module) -> bool:
     return "norm" in type(module).__name__.lower() and isinstance(getattr(module, "weight", None), torch.Tensor)
 
 
-def rtn_dequantized(w: torch.Tensor, bits: int, group_size: int, symmetric: bool) -> torch.Tensor:
-    """W [N, K] rounded to nearest per group and dequantized (K padded to whole groups, then cut)."""
+def rtn_dequantized(w: torch.Tensor, bits: int, group_size: int, symmetric: bool,
+                    importance: torch.Tensor | None = None) -> torch.Tensor:
+    """W [N, K] rounded to nearest per group and dequantized (K padded to whole groups, then cut).
+
+    ``importance`` [K] (the inputs' Hessian diagonal) turns on the clip search of each group's range.
+    """
     n, k = w.shape
     pad = -k % group_size
     wp = torch.nn.functional.pad(w, (0, pad)) if pad else w
     rows = wp.reshape(-1, group_size)
-    scale, zero = group_params(rows, bits, symmetric)
+    if importance is not None:
+        imp = torch.nn.functional.pad(importance, (0, pad)) if pad else importance
+        importance = imp.reshape(-1, group_size).repeat(n, 1)
+    scale, zero = group_params(rows, bits, symmetric, importance)
     q = _quantize(rows, scale[:, None], zero[:, None], 2**bits - 1)
     return ((q - zero[:, None]) * scale[:, None]).reshape(n, -1)[:, :k]
 
@@ -68,8 +75,11 @@ def search_scale(w: torch.Tensor, hessian: torch.Tensor, config: WeightOnlyConfi
         rms = rms.reshape(kv, rep, d).mean(1, keepdim=True).expand(kv, rep, d).reshape(-1)
     rms = torch.clamp(rms, min=1e-8)
 
+    diag = torch.diag(h)
+
     def loss(s: torch.Tensor) -> float:
-        e = w - rtn_dequantized(w * s, config.bits, config.group_size, config.symmetric) / s
+        imp = diag / s**2 if config.clip else None  # the scaled inputs' Hessian diagonal
+        e = w - rtn_dequantized(w * s, config.bits, config.group_size, config.symmetric, imp) / s
         return float(((e @ h) * e).sum())
 
     best_alpha, best_s = 0.0, torch.ones_like(rms)
