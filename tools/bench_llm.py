@@ -224,6 +224,8 @@ def main() -> None:
                    help="calibration text for every data-using variant: a file or builtin:NAME, repeatable, equal "
                         "shares (default builtin:mix)")
     d.add_argument("--max-eval-tokens", type=int, default=16384, help="tokens evaluated per domain")
+    d.add_argument("--eval-models", type=int, default=3,
+                   help="quantized models loaded beside FP32 at a time while evaluating (memory vs FP32 re-runs)")
     d.add_argument("--extra", action="append", default=[], metavar="NAME=key=val,...",
                    help="one more variant: WeightOnlyConfig fields over its defaults, e.g. "
                         "'awq only=algo=gptq,awq=true' (repeatable)")
@@ -312,6 +314,8 @@ def _domains(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, 
         p.error(str(exc).splitlines()[0])
     except Exception as exc:  # noqa: BLE001 - a WeightOnlyConfig that rejects the fields
         p.error(f"--extra: {exc}")
+    if args.eval_models < 1:
+        p.error("--eval-models must be >= 1")
     if args.max_eval_tokens < 2:
         p.error("--max-eval-tokens must be >= 2")
     return out
@@ -329,13 +333,14 @@ def domain_bench(args: argparse.Namespace, fp32: Path, work: Path, tok, domains:
               f"{args.max_eval_tokens} tokens of each domain, windows of {args.context} tokens (each a prefill); "
               f"calibration for GPTQ/AWQ/clip/HERA variants: {args.calib_samples} windows of {args.calib_length} "
               f"tokens from {' + '.join(args.calib)} (equal shares); quant s / peak GB: wall time and peak RSS of "
-              f"the fresh process that quantized")
+              f"the fresh process that quantized; this process (evaluation, FP32 beside {args.eval_models} others) "
+              f"peaked at {peak_rss_gb():.2f} GB")
     print("\n" + "\n".join(bd.report(vs, list(domains), header)))
     if args.json:
         bd.write_json(args.json, bd.to_json(vs, domains, {
             "model": args.model, "cpu": cpu_kind(), "threads": args.threads, "context": args.context,
             "max_eval_tokens": args.max_eval_tokens, "calib": args.calib, "calib_samples": args.calib_samples,
-            "calib_length": args.calib_length, "split": args.domains}))
+            "calib_length": args.calib_length, "split": args.domains, "eval_peak_rss_gb": peak_rss_gb()}))
         print(f"wrote {args.json}")
 
 

@@ -51,19 +51,19 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
         click.option("--group-size", type=int, default=128, show_default=True,
                      help="Weights per scale along K (power of two >= 16; a last partial group is padded)."),
         click.option("--algo", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
-                     help="Round-to-nearest, or second-order GPTQ (needs --data)."),
+                     help="Round-to-nearest, or second-order GPTQ (calibrates on --data, default builtin:mix)."),
         click.option("--act-order/--no-act-order", default=None,
                      help="GPTQ: quantize columns by decreasing Hessian diagonal (default for --algo gptq)."),
         click.option("--asymmetric", is_flag=True, help="One zero point per group (default: symmetric)."),
         click.option("--hera", is_flag=True,
                      help="Refine the levels by heuristic element replacement against the calibration Hessian "
-                          "(after RTN or GPTQ; needs --data)."),
+                          "(after RTN or GPTQ; calibrates on --data)."),
         click.option("--awq/--no-awq", default=None,
                      help="Activation-aware per-channel scales before rounding, folded into the preceding norm or "
-                          "linear layer (needs --data; default on for --algo gptq)."),
+                          "linear layer (calibrates on --data; default on for --algo gptq)."),
         click.option("--clip/--no-clip", default=None,
                      help="Search each group's range for the least activation-weighted error "
-                          "(needs --data; default on for --algo gptq)."),
+                          "(calibrates on --data; default on for --algo gptq)."),
         click.option("--damp", type=float, default=0.01, show_default=True, help="GPTQ damping (fraction of mean diag H)."),
         click.option("--format", "fmt", type=click.Choice(["matmulnbits", "qdq"]), default="matmulnbits",
                      show_default=True, help="com.microsoft MatMulNBits, or opset-21 block-wise DequantizeLinear."),

@@ -59,13 +59,13 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
               help="Weight-only quantization of MatMul weights for LLMs (MatMulNBits) instead of static W8A8.")
 @click.option("--group-size", type=int, default=128, show_default=True, help="--weights: weights per scale (32/64/128).")
 @click.option("--algo", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
-              help="--weights: round-to-nearest, or GPTQ-style second-order error compensation (needs --data text).")
+              help="--weights: round-to-nearest, or GPTQ-style second-order error compensation (calibrates on --data text, default builtin:mix).")
 @click.option("--act-order/--no-act-order", default=None,
               help="--weights gptq: quantize columns by decreasing Hessian diagonal (default for gptq).")
 @click.option("--asymmetric", is_flag=True, help="--weights: one zero point per group (default symmetric).")
-@click.option("--hera", is_flag=True, help="--weights: refine the levels by heuristic element replacement (needs --data).")
+@click.option("--hera", is_flag=True, help="--weights: refine the levels by heuristic element replacement (calibrates on --data, default builtin:mix).")
 @click.option("--awq/--no-awq", default=None,
-              help="--weights: activation-aware per-channel scales before rounding (needs --data; default on for gptq).")
+              help="--weights: activation-aware per-channel scales before rounding (calibrates on --data; default on for gptq).")
 @click.option("--clip/--no-clip", default=None,
               help="--weights: search each group's range for the least activation-weighted error (default on for gptq).")
 @click.option("--damp", type=float, default=0.01, show_default=True, help="--weights gptq: damping, fraction of mean diag(H).")

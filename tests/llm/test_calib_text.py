@@ -67,7 +67,7 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
 def test_gptq_without_data_uses_builtin_mix(reference_lm_onnx: Path, tmp_path: Path,
                                             caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.INFO, logger="converter")
-    args = ["--weights", "int4", "--algo", "gptq", "--no-awq", "--no-clip", "--num-samples", "4", "--max-length", "32"]
+    args = ["--weights", "int4", "--algo", "gptq", "--no-awq", "--no-clip", "--num-samples", "2", "--max-length", "16"]
     default, mix = tmp_path / "default.onnx", tmp_path / "mix.onnx"
     res = CliRunner().invoke(main, ["-v", "quantize", str(reference_lm_onnx), "-o", str(default), *args])
     assert res.exit_code == 0, res.output
@@ -77,12 +77,6 @@ def test_gptq_without_data_uses_builtin_mix(reference_lm_onnx: Path, tmp_path: P
     assert res.exit_code == 0, res.output
     a, b = _weights(default), _weights(mix)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-    corpus = tmp_path / "corpus.onnx"
-    res = CliRunner().invoke(main, ["quantize-weights", str(reference_lm_onnx), "-o", str(corpus), *args,
-                                    "--data", "builtin:corpus"])
-    assert res.exit_code == 0, res.output
-    c = _weights(corpus)
-    assert any(not np.array_equal(a[k], c[k]) for k in a)  # the calibration text really matters
 
 
 def test_text_calibration_reads_builtin(reference_lm_onnx: Path):

@@ -59,7 +59,7 @@ def test_bench_extra_recipes_and_target_lines():
     vs["ORT MatMulNBits k-quant g128"].error = "RuntimeError: no"
     (ratio, ratio_ok), (peers, peers_ok) = bd.checks(list(vs.values()), ["a", "b"])
     assert ratio_ok and ratio.endswith("PASS")  # 0.5/1.0 and 0.9/2.0
-    assert not peers_ok and "b 20.900 vs HQQ g128 20.850" in peers and "failed to run" in peers
+    assert not peers_ok and "b 20.900 vs HQQ g128 20.850" in peers and "failed: ORT MatMulNBits k-quant" in peers
     vs[bd.DEFAULT].scores["b"]["ppl"] = 20.8
     vs["ORT MatMulNBits k-quant g128"].error = ""
     vs["ORT MatMulNBits k-quant g128"].scores = vs["ORT MatMulNBits default g128"].scores
