@@ -3,6 +3,13 @@
     nice python tools/bench_llm.py                     # FP32, INT8, INT4 g128 RTN/GPTQ, ZeroQuant-style
     nice python tools/bench_llm.py --groups 32 64 128 --act-order
     nice python tools/bench_llm.py --model smollm2 --groups 128 --asymmetric --hera --ort-peers --no-dynamic
+    nice python tools/bench_llm.py --model smollm2 --workdir W --domains tune --json tune.json   # held-out domains
+    nice python tools/bench_llm.py --domains report --domain mine=notes.txt --extra "awq only=algo=gptq,awq=true"
+
+Domain mode (``--domains tune|report`` and/or ``--domain NAME=FILE``; tools/bench_llm_domains.py): FP32, INT4
+g128 RTN, plain GPTQ, ``qdq default`` (DEFAULT_INT4), ``--extra`` recipes and onnxruntime's MatMulNBits
+default/HQQ/k-quant, each quantized once and evaluated on every domain (ppl, Δppl, Δ/RTN's Δ, KL vs FP32),
+with the issue's two targets as PASS/FAIL lines. The rest of this text is about the default mode.
 
 ``--ort-peers`` adds onnxruntime's ``MatMulNBitsQuantizer`` (default RTN, HQQ, k-quant) at each group size,
 measured in the same run on the same text.
@@ -29,6 +36,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/llm_domains.py, tools/bench_llm_domains.py
 
 import numpy as np  # noqa: E402
 
@@ -139,10 +147,18 @@ def peak_rss_gb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-def _quantize_job(fp32: str, out: str, cfg: WeightOnlyConfig, context: int, samples: int) -> tuple[float, float]:
-    """In a fresh process: quantize, return (seconds, peak RSS in GB of this process)."""
+def _quantize_job(fp32: str, out: str, cfg: WeightOnlyConfig, context: int, samples: int,
+                  sources: list[str] | None = None) -> tuple[float, float]:
+    """In a fresh process: quantize, return (seconds, peak RSS in GB of this process).
+
+    Calibration (when ``cfg`` needs it): the text ``sources`` in equal shares, else the reference training text."""
+    from converter.llm.calib_text import text_calibration
+
     t0 = time.perf_counter()
-    calib = lm_calibration(fp32, training_text(), seq_len=context, max_windows=samples) if needs_hessians(cfg) else None
+    calib = None
+    if needs_hessians(cfg):
+        calib = (text_calibration(fp32, sources, seq_len=context, max_windows=samples) if sources
+                 else lm_calibration(fp32, training_text(), seq_len=context, max_windows=samples))
     quantize_weights(fp32, out, cfg, calib)
     return time.perf_counter() - t0, peak_rss_gb()
 
@@ -152,7 +168,8 @@ def quantize_in_process(fp32: Path, out: Path, cfg: WeightOnlyConfig, args: argp
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_quantize_job, (str(fp32), str(out), cfg, args.calib_length, args.calib_samples))
+        return pool.apply(_quantize_job, (str(fp32), str(out), cfg, args.calib_length, args.calib_samples,
+                                          args.calib if args.domain_mode else None))
 
 
 def ort_peers(fp32: Path, work: Path, groups: list[int]) -> list[tuple[str, Path | None, float, str]]:
@@ -196,12 +213,32 @@ def main() -> None:
     p.add_argument("--calib-length", type=int, default=128, help="tokens per calibration window")
     p.add_argument("--no-dynamic", action="store_true", help="skip the ZeroQuant-style int8-activation variants")
     p.add_argument("--ort-peers", action="store_true", help="also onnxruntime's MatMulNBitsQuantizer variants")
-    p.add_argument("--context", type=int, default=128)
+    p.add_argument("--context", type=int, default=None, help="tokens per evaluation window (default 128; 256 with domains)")
+    d = p.add_argument_group("held-out domains (tools/bench_llm_domains.py; replaces the reference held-out text)")
+    d.add_argument("--domains", choices=["tune", "report"], default=None,
+                   help="the tools/llm_domains.py split (built under build/llm_domains when missing): "
+                        "choose defaults on tune, report numbers on report")
+    d.add_argument("--domain", action="append", default=[], metavar="NAME=FILE",
+                   help="a held-out text domain, any UTF-8 text file (repeatable; with or without --domains)")
+    d.add_argument("--calib", action="append", default=None, metavar="SOURCE",
+                   help="calibration text for every data-using variant: a file or builtin:NAME, repeatable, equal "
+                        "shares (default builtin:mix)")
+    d.add_argument("--max-eval-tokens", type=int, default=16384, help="tokens evaluated per domain")
+    d.add_argument("--eval-models", type=int, default=3,
+                   help="quantized models loaded beside FP32 at a time while evaluating (memory vs FP32 re-runs)")
+    d.add_argument("--extra", action="append", default=[], metavar="NAME=key=val,...",
+                   help="one more variant: WeightOnlyConfig fields over its defaults, e.g. "
+                        "'awq only=algo=gptq,awq=true' (repeatable)")
+    d.add_argument("--json", type=Path, default=None, help="write every number to this JSON file")
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    args.domain_mode = bool(args.domains or args.domain)
+    args.context = args.context or (256 if args.domain_mode else 128)
+    args.calib = args.calib or ["builtin:mix"]
+    domains = _domains(p, args) if args.domain_mode else {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("onnx_ir", "onnxscript", "torch", "transformers", "converter"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -214,6 +251,8 @@ def main() -> None:
     else:
         export_causal_lm(args.model, fp32)
     tok = load_tokenizer(str(resolve_model(args.model)))
+    if args.domain_mode:
+        return domain_bench(args, fp32, work, tok, domains)
     held = encode_text(tok, heldout_text())
     prompt = held[None, : args.prompt_tokens]
     first, base = accuracy(fp32, "FP32", held, args)
@@ -240,10 +279,75 @@ def main() -> None:
     report(rows, args, len(held))
 
 
+def cpu_kind() -> str:
+    """The CPU model and its integer dot-product extensions, from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines() if line.startswith("flags")), set())
+    have = [f for f in ("avx512_vnni", "avx512f", "avx_vnni", "avx2") if f in flags]
+    return f"{model} ({', '.join(have) or 'no AVX2'}), {os.cpu_count()} logical cores"
+
+
+def _domains(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Path]:
+    """{name: text file} from --domains and --domain NAME=FILE (checked before any work)."""
+    from llm_domains import domain_files
+
+    out = dict(domain_files(args.domains)) if args.domains else {}
+    for spec in args.domain:
+        name, sep, file = spec.partition("=")
+        if not sep or not name or not file:
+            p.error(f"--domain wants NAME=FILE, got {spec!r}")
+        if not Path(file).is_file():
+            p.error(f"--domain {name}: file not found: {file}")
+        out[name] = Path(file)
+    for src in args.calib:
+        if not src.startswith("builtin:") and not Path(src).is_file():
+            p.error(f"--calib: file not found: {src}")
+    try:
+        from bench_llm_domains import variants as domain_variants
+
+        domain_variants(args.extra)
+    except (ValueError, TypeError) as exc:
+        p.error(str(exc).splitlines()[0])
+    except Exception as exc:  # noqa: BLE001 - a WeightOnlyConfig that rejects the fields
+        p.error(f"--extra: {exc}")
+    if args.eval_models < 1:
+        p.error("--eval-models must be >= 1")
+    if args.max_eval_tokens < 2:
+        p.error("--max-eval-tokens must be >= 2")
+    return out
+
+
+def domain_bench(args: argparse.Namespace, fp32: Path, work: Path, tok, domains: dict[str, Path]) -> None:  # noqa: ANN001
+    """Every variant quantized once and evaluated on every domain; tables, target lines, optional JSON."""
+    import bench_llm_domains as bd
+
+    def quantize(src: Path, out: Path, cfg: WeightOnlyConfig) -> tuple[float, float]:
+        return quantize_in_process(src, out, cfg, args)
+
+    vs = bd.run(args, fp32, work, tok, domains, quantize)
+    header = (f"LM {args.model}; CPU {cpu_kind()}; ONNX Runtime CPU, {args.threads} thread(s); evaluation: the first "
+              f"{args.max_eval_tokens} tokens of each domain, windows of {args.context} tokens (each a prefill); "
+              f"calibration for GPTQ/AWQ/clip/HERA variants: {args.calib_samples} windows of {args.calib_length} "
+              f"tokens from {' + '.join(args.calib)} (equal shares); quant s / peak GB: wall time and peak RSS of "
+              f"the fresh process that quantized; this process (evaluation, FP32 beside {args.eval_models} others) "
+              f"peaked at {peak_rss_gb():.2f} GB")
+    print("\n" + "\n".join(bd.report(vs, list(domains), header)))
+    if args.json:
+        bd.write_json(args.json, bd.to_json(vs, domains, {
+            "model": args.model, "cpu": cpu_kind(), "threads": args.threads, "context": args.context,
+            "max_eval_tokens": args.max_eval_tokens, "calib": args.calib, "calib_samples": args.calib_samples,
+            "calib_length": args.calib_length, "split": args.domains, "eval_peak_rss_gb": peak_rss_gb()}))
+        print(f"wrote {args.json}")
+
+
 def report(rows: list[Row], args: argparse.Namespace, n_tokens: int) -> None:
     base = rows[0]
     by_name = {r.name: r for r in rows}
-    print(f"\nLM {args.model}; held-out {n_tokens} tokens, context {args.context}; generation: batch 1, "
+    print(f"\nLM {args.model}; CPU {cpu_kind()}; held-out {n_tokens} tokens, context {args.context}; generation: batch 1, "
           f"{args.prompt_tokens}-token prompt + {args.new_tokens} new tokens, best of {args.repeats}, {args.threads} thread(s), "
           f"ONNX Runtime CPU; GPTQ/HERA calibration: {args.calib_samples} windows of {args.calib_length} tokens "
           f"(sequential); quant s / peak GB: wall time and peak RSS of the process that quantized")

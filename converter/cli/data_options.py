@@ -11,14 +11,18 @@ import numpy as np
 from .image_options import ImageOptions
 
 
-def data_options(default_samples: int | None = None, required: bool = True) -> Callable:
-    """Add --data, --num-samples, --batch-size, --max-length and --tokenizer to a command."""
+def data_options(default_samples: int | None = None, required: bool = True, multiple: bool = False) -> Callable:
+    """Add --data, --num-samples, --batch-size, --max-length and --tokenizer to a command.
+
+    ``multiple``: --data is repeatable (a tuple reaches the command; see :func:`single_source`).
+    """
 
     def decorate(fn: Callable) -> Callable:
         opts = [
-            click.option("--data", "-d", "data", required=required,
+            click.option("--data", "-d", "data", required=required, multiple=multiple,
                          help="Data: a .txt/.jsonl/.npz/.npy file, an image or .npz folder, or builtin:text, "
-                              "builtin:text-heldout, builtin:corpus, builtin:digits."),
+                              "builtin:text-heldout, builtin:corpus, builtin:mix, builtin:digits."
+                              + (" Repeatable for weight-only LM calibration text (--weights)." if multiple else "")),
             click.option("--num-samples", "-n", type=int, default=default_samples, show_default=True,
                          help="Use at most this many samples."),
             click.option("--batch-size", type=int, default=8, show_default=True),
@@ -32,6 +36,13 @@ def data_options(default_samples: int | None = None, required: bool = True) -> C
         return fn
 
     return decorate
+
+
+def single_source(data: tuple[str, ...], where: str) -> str | None:
+    """The one --data source of a repeatable option used where only one is allowed (``where`` says which path)."""
+    if len(data) > 1:
+        raise click.ClickException(f"--data takes one source {where}; got {len(data)}")
+    return data[0] if data else None
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")

@@ -2,6 +2,7 @@
 weight-only INT4/INT8 and SmoothQuant static W8A8."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -10,21 +11,18 @@ from .outputs import check_outputs, force_option
 from .smoothquant_option import parse_smoothquant
 from .target_options import cpu_option
 
+log = logging.getLogger(__name__)
+
 
 def _read_text(data: str) -> str:
     """A text file path, or a shipped sample set as ``builtin:NAME``."""
-    if data.startswith("builtin:"):
-        from calibration_data.builtin import builtin_path
+    from converter.llm.calib_text import read_source
+    from converter.llm.config import WeightQuantError
 
-        path = builtin_path(data)
-    else:
-        path = Path(data)
-    if not path.is_file():
-        raise click.ClickException(f"text file not found: {path}")
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise click.ClickException(f"{path} is not a UTF-8 text file") from None
+        return read_source(data)
+    except WeightQuantError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command("export-lm")
@@ -53,19 +51,19 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
         click.option("--group-size", type=int, default=128, show_default=True,
                      help="Weights per scale along K (power of two >= 16; a last partial group is padded)."),
         click.option("--algo", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
-                     help="Round-to-nearest, or second-order GPTQ (needs --data)."),
+                     help="Round-to-nearest, or second-order GPTQ (calibrates on --data, default builtin:mix)."),
         click.option("--act-order/--no-act-order", default=None,
                      help="GPTQ: quantize columns by decreasing Hessian diagonal (default for --algo gptq)."),
         click.option("--asymmetric", is_flag=True, help="One zero point per group (default: symmetric)."),
         click.option("--hera", is_flag=True,
                      help="Refine the levels by heuristic element replacement against the calibration Hessian "
-                          "(after RTN or GPTQ; needs --data)."),
+                          "(after RTN or GPTQ; calibrates on --data)."),
         click.option("--awq/--no-awq", default=None,
                      help="Activation-aware per-channel scales before rounding, folded into the preceding norm or "
-                          "linear layer (needs --data; default on for --algo gptq)."),
+                          "linear layer (calibrates on --data; default on for --algo gptq)."),
         click.option("--clip/--no-clip", default=None,
                      help="Search each group's range for the least activation-weighted error "
-                          "(needs --data; default on for --algo gptq)."),
+                          "(calibrates on --data; default on for --algo gptq)."),
         click.option("--damp", type=float, default=0.01, show_default=True, help="GPTQ damping (fraction of mean diag H)."),
         click.option("--format", "fmt", type=click.Choice(["matmulnbits", "qdq"]), default="matmulnbits",
                      show_default=True, help="com.microsoft MatMulNBits, or opset-21 block-wise DequantizeLinear."),
@@ -73,8 +71,11 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
                      help="ZeroQuant-style: int8 activations quantized per token and block at run time "
                           "(MatMulNBits accuracy_level=4)."),
         click.option("--exclude", multiple=True, help="MatMul node/output/weight name to keep in float (repeatable)."),
-        click.option("--data", "-d", default=None, help="Calibration text (.txt or builtin:corpus) for GPTQ."),
-        click.option("--num-samples", type=int, default=64, show_default=True, help="Calibration windows for GPTQ."),
+        click.option("--data", "-d", multiple=True,
+                     help="Calibration text for GPTQ/AWQ/clip/HERA: a text file or builtin:NAME; repeatable, each "
+                          "source an equal share of the windows (default: builtin:mix)."),
+        click.option("--num-samples", type=int, default=64, show_default=True,
+                     help="Calibration windows for GPTQ/AWQ/clip/HERA, from all --data sources together."),
         click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per calibration window."),
         click.option("--tokenizer", default=None, help="Tokenizer folder (default: the folder the model was exported from)."),
     ]
@@ -86,10 +87,15 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
 def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: int, algo: str, act_order: bool | None,
                          asymmetric: bool, hera: bool = False, awq: bool | None = None, clip: bool | None = None,
                          damp: float, fmt: str, dynamic_activations: bool, exclude: tuple[str, ...],
-                         data: str | None, num_samples: int, max_length: int, tokenizer: str | None):  # -> WeightOnlyResult
-    """Run weight-only quantization from CLI option values (callable from `qdq quantize`)."""
+                         data: tuple[str, ...] | str | None, num_samples: int, max_length: int, tokenizer: str | None):  # -> WeightOnlyResult
+    """Run weight-only quantization from CLI option values (callable from `qdq quantize`).
+
+    ``data``: calibration text sources, each an equal share of the windows (default ``builtin:mix`` when the
+    recipe needs data); unused by plain RTN.
+    """
+    from converter.llm.calib_text import DEFAULT_SOURCE, text_calibration
     from converter.llm.config import WeightOnlyConfig, WeightQuantError
-    from converter.llm.weight_only import lm_calibration, quantize_weights
+    from converter.llm.weight_only import needs_hessians, quantize_weights
 
     try:
         config = WeightOnlyConfig(
@@ -102,19 +108,18 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
         raise click.ClickException(str(exc)) from None
     if dynamic_activations and fmt != "matmulnbits":
         raise click.ClickException("--dynamic-activations needs --format matmulnbits")
-    if algo == "gptq" and not data:
-        raise click.ClickException("--algo gptq needs calibration text: --data FILE.txt (or builtin:corpus)")
-    if hera and not data:
-        raise click.ClickException("--hera needs calibration text: --data FILE.txt (or builtin:corpus)")
-    for flag, on in (("--awq", config.awq), ("--clip", config.clip)):
-        if on and not data:
-            raise click.ClickException(f"{flag} needs calibration text: --data FILE.txt (or builtin:mix)")
     if act_order is not None and algo != "gptq":
         raise click.ClickException("--act-order applies to --algo gptq only")
     calibration = None
-    if data:
-        calibration = lm_calibration(model, _read_text(data), tokenizer=tokenizer, seq_len=max_length,
-                                     max_windows=num_samples)
+    data = (data,) if isinstance(data, str) else tuple(data or ())
+    if needs_hessians(config) and not data:
+        log.info("no --data: calibrating on %s (prose, dialogue, code and structured text)", DEFAULT_SOURCE)
+        data = (DEFAULT_SOURCE,)
+    if data:  # read (and so checked) now, tokenized only when a recipe iterates it
+        try:
+            calibration = text_calibration(model, data, tokenizer=tokenizer, seq_len=max_length, max_windows=num_samples)
+        except WeightQuantError as exc:
+            raise click.ClickException(str(exc)) from None
     try:
         from .progress import on_terminal
 
@@ -130,7 +135,7 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
 @force_option
 def quantize_weights_cmd(model: Path, output: Path, force: bool, **options) -> None:  # noqa: ANN003
     """Weight-only INT4/INT8 quantization of MatMul weights (RTN or GPTQ) for ONNX Runtime."""
-    check_outputs([(output, "onnx")], [model, options.get("data")], force)
+    check_outputs([(output, "onnx")], [model, *options.get("data", ())], force)
     result = quantize_weights_api(model, output, **options)
     click.echo(f"wrote {result.path}: {len(result.quantized)} MatMuls as {result.config.label}, "
                f"weights {result.float_bytes / 1e6:.2f} MB -> {result.quantized_bytes / 1e6:.2f} MB "

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .data_options import data_options, open_model_data
+from .data_options import data_options, open_model_data, single_source
 from .errors import one_line_errors
 from .image_options import image_options
 from .executor_options import executor_options, open_executor
@@ -33,7 +33,7 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--calib", "calib", type=click.Path(dir_okay=False, path_type=Path),
               help="Calibration table (JSON) from `qdq calibrate` for this model.")
-@data_options(default_samples=128, required=False)
+@data_options(default_samples=128, required=False, multiple=True)
 @image_options
 @click.option("--method", type=click.Choice(["minmax", "percentile", "mse", "entropy"]), default=None,
               help="Calibration method with --data (default minmax).")
@@ -59,13 +59,13 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
               help="Weight-only quantization of MatMul weights for LLMs (MatMulNBits) instead of static W8A8.")
 @click.option("--group-size", type=int, default=128, show_default=True, help="--weights: weights per scale (32/64/128).")
 @click.option("--algo", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
-              help="--weights: round-to-nearest, or GPTQ-style second-order error compensation (needs --data text).")
+              help="--weights: round-to-nearest, or GPTQ-style second-order error compensation (calibrates on --data text, default builtin:mix).")
 @click.option("--act-order/--no-act-order", default=None,
               help="--weights gptq: quantize columns by decreasing Hessian diagonal (default for gptq).")
 @click.option("--asymmetric", is_flag=True, help="--weights: one zero point per group (default symmetric).")
-@click.option("--hera", is_flag=True, help="--weights: refine the levels by heuristic element replacement (needs --data).")
+@click.option("--hera", is_flag=True, help="--weights: refine the levels by heuristic element replacement (calibrates on --data, default builtin:mix).")
 @click.option("--awq/--no-awq", default=None,
-              help="--weights: activation-aware per-channel scales before rounding (needs --data; default on for gptq).")
+              help="--weights: activation-aware per-channel scales before rounding (calibrates on --data; default on for gptq).")
 @click.option("--clip/--no-clip", default=None,
               help="--weights: search each group's range for the least activation-weighted error (default on for gptq).")
 @click.option("--damp", type=float, default=0.01, show_default=True, help="--weights gptq: damping, fraction of mean diag(H).")
@@ -82,7 +82,7 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
                    "(default: on when one FP32 run takes under 0.5 s).")
 @executor_options("the --target-accuracy sensitivity variants (and its calibration)")
 @force_option
-def command(model: Path, calib: Path | None, data: str | None, num_samples: int | None, batch_size: int,
+def command(model: Path, calib: Path | None, data: tuple[str, ...], num_samples: int | None, batch_size: int,
             max_length: int, tokenizer: str | None, image, method: str | None, smoothquant: str | None,
             exclude: tuple[str, ...], target: str, cpu: str, quantize_attention: bool | None, per_tensor: bool,
             weight_rounding: str, range_search: str, target_accuracy: str | None, weights: str | None, group_size: int, algo: str,
@@ -99,7 +99,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
 
     from .progress import on_terminal
 
-    check_outputs([(output, "onnx")], [model, calib, data, eval_data], force)
+    check_outputs([(output, "onnx")], [model, calib, *data, eval_data], force)
     if weights is not None:
         if calib is not None or smoothquant is not None or target_accuracy is not None:
             raise click.UsageError("--weights (weight-only) does not combine with --calib, --smoothquant or --target-accuracy")
@@ -113,6 +113,7 @@ def command(model: Path, calib: Path | None, data: str | None, num_samples: int 
                    f"weights {result.float_bytes / 1e6:.2f} MB -> {result.quantized_bytes / 1e6:.2f} MB "
                    f"in {result.seconds:.1f}s")
         return
+    data = single_source(data, "without --weights (static INT8 calibration)")
     with one_line_errors():
         sq = parse_smoothquant(smoothquant)
         if calib is None and data is None:

@@ -32,7 +32,6 @@ def test_quantize_weights_then_perplexity(cli, reference_lm_onnx: Path, tmp_path
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--algo", "gptq"], "needs calibration text"),
     (["--group-size", "48"], "power of two"),
     (["--act-order"], "--algo gptq only"),
     (["--algo", "gptq", "--data", "missing.txt"], "text file not found"),
