@@ -33,9 +33,7 @@ class WeightOnlyConfig:
     the float model's inputs (the old behaviour, kept for comparison). awq: before rounding, scale each
     input channel by a per-channel factor searched on the calibration activations (AWQ-style) and fold
     its inverse into the preceding norm or linear layer. clip: search each group's range (shrunk
-    symmetric, or asymmetric low/high) for the least activation-weighted rounding error. skip_tokens:
-    the first tokens of each calibration window left out of the Hessians (a window's first token is an
-    attention sink whose outsized activations would dominate them).
+    symmetric, or asymmetric low/high) for the least activation-weighted rounding error.
     """
 
     bits: int = 4
@@ -52,7 +50,6 @@ class WeightOnlyConfig:
     sequential: bool = True
     awq: bool = False
     clip: bool = False
-    skip_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):

@@ -149,7 +149,7 @@ def _input_groups(block: torch.nn.Module, inputs: _Inputs, names: dict[torch.nn.
 
 
 def _collect(block: torch.nn.Module, inputs: _Inputs, modules: dict[str, torch.nn.Module],
-             groups: list[list[str]], skip: int = 0) -> list[HessianAccumulator]:
+             groups: list[list[str]]) -> list[HessianAccumulator]:
     """One Hessian per group (from its first layer's input) over all batches; stops each forward early."""
     leaders = {modules[g[0]]: i for i, g in enumerate(groups)}
     accs = [HessianAccumulator(_weight_nk(modules[g[0]]).shape[1]) for g in groups]
@@ -157,7 +157,7 @@ def _collect(block: torch.nn.Module, inputs: _Inputs, modules: dict[str, torch.n
 
     def hook(mod: torch.nn.Module, inp: tuple, _out: Any) -> None:
         i = leaders[mod]
-        accs[i].add(inp[0].detach()[:, skip:])
+        accs[i].add(inp[0].detach())
         seen.add(i)
         if len(seen) == len(groups):
             raise _Stop
@@ -239,7 +239,7 @@ def _quantize_sequential(model: torch.nn.Module, batches: Iterable[Mapping[str, 
                     modules = {n: m for m, n in names.items()}
                     groups = _input_groups(block, inputs, names)
                     for stage in ([[g] for g in groups] if true_sequential else [groups]):
-                        hessians = [acc.hessian_tensor() for acc in _collect(block, inputs, modules, stage, config.skip_tokens)]
+                        hessians = [acc.hessian_tensor() for acc in _collect(block, inputs, modules, stage)]
                         scales: dict[str, np.ndarray] = {}
                         if config.awq:
                             hessians, scales = scale_block(block, modules, stage, hessians, config,
@@ -283,5 +283,5 @@ def _quantize_head(model: torch.nn.Module, head: torch.nn.Module, inputs: _Input
     norm = _final_norm(model)
     acc = HessianAccumulator(_weight_nk(head).shape[1])
     for h in inputs.hidden:
-        acc.add((norm(h) if norm is not None else h)[:, config.skip_tokens:])
+        acc.add(norm(h) if norm is not None else h)
     _quantize_group({"head": head}, ["head"], acc.hessian_tensor(), config, {"head": key}, out, deferred)
