@@ -244,7 +244,7 @@ def _float_score_heads(graph: ir.Graph) -> int:
     returns how many marked nodes that unmarked."""
     path: list[ir.Node] = []
     layers = [layer for out in graph.outputs for layer in _score_layers(out, False, path, set())]
-    unmarked = [n for n in (*layers, *path) if plan_of(n) is not None]
+    unmarked = [n for n in dict.fromkeys((*layers, *path)) if plan_of(n) is not None]  # outputs may share nodes
     for node in unmarked:
         node.meta.pop(META_KEY, None)
     marked_layers = [n for n in layers if n in unmarked]
