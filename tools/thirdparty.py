@@ -255,6 +255,8 @@ def run_one(name: str, workdir: str, threads: int = 2, runs: int = 10) -> dict:
 
     row["inspect"] = summary(qdq("inspect", fp32))
     out = {"qdq": own / "qdq.onnx", "ort": own / "ort.onnx"}
+    for key in out:  # the cached pipeline results of an earlier run's quantized files
+        (own / f"{key}.eval.json").unlink(missing_ok=True)
     log.info("%s: qdq quantize", name)
     done = qdq("quantize", fp32, "--data", calib_dir, "--batch-size", spec.batch_size, "-o", out["qdq"], "--force")
     row["qdq_quantize_s"] = None

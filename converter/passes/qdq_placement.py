@@ -35,6 +35,12 @@ Policy (measured on ONNX Runtime 1.32 CPU, AVX512-VNNI, all-MiniLM-L6-v2; see
   TensorRT fuses Conv + HardSwish itself: its graphs keep the ops.
 * LeakyRelu (and Sigmoid) after a Conv do not fold (``rules.OUTPUT_FOLDING_OPS``): the Conv's output and
   the next layer's input are quantized, which ORT runs as ``QLinearConv`` + ``QLinearLeakyRelu``.
+* Score heads stay float (``_float_score_heads``): the weighted layers (Conv, Gemm, MatMul) whose output
+  reaches a graph output only through data movement (Reshape, Concat, Split, ...), a bias Add and a
+  Sigmoid/Softmax, and the Concats on that path. A score's decisive values are its extremes (the objects of
+  a detector, the chosen class), which the calibration data (mostly background) barely reach: YOLOv8n's
+  class logits calibrated to [-17, 0.3] capped every detection's score at 0.5-0.57 (nudenet, through its
+  own pipeline); its 3 per-scale Concats also joined the class maps with the box maps under one range.
 * Never quantized: inputs of Softmax, residual/mask Add, LayerNorm and other range-hostile ops
   (``rules.RANGE_HOSTILE_OPS``): only the ops in the rule registry get Q/DQ.
 """
@@ -47,7 +53,7 @@ import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
 from ..quant.config import QuantConfig
-from ..quant.rules import OUTPUT_FOLDING_OPS, OpRule, rule_for
+from ..quant.rules import OUTPUT_FOLDING_OPS, SCALE_SHARING_OPS, OpRule, rule_for
 from ._utils import const_tensor, is_float32
 
 log = logging.getLogger(__name__)
@@ -199,9 +205,55 @@ class QDQPlacementPass(InPlacePass):
                 continue
             node.meta[META_KEY] = plan
             count += 1
+        count -= _float_score_heads(model.graph)
         _keep_float_inputs(model.graph)
         log.info("QDQ placement: %d nodes to quantize (target %s)", count, self.config.profile.key)
         return PassResult(model, modified=count > 0)
+
+
+SQUASHING_OPS = frozenset({"Sigmoid", "Softmax", "LogSoftmax"})
+"""Ops that turn logits into scores or probabilities."""
+_SCORE_PATH_OPS = SCALE_SHARING_OPS | SQUASHING_OPS | {"Concat", "Split", "Add"}
+"""Ops a score head's output may pass through on its way to a graph output (Add: a constant bias only)."""
+
+
+def _score_layers(value: ir.Value, squashed: bool, path: list[ir.Node], seen: set[int]) -> list[ir.Node]:
+    """The weighted layers that produce ``value`` through ``_SCORE_PATH_OPS`` only, behind at least one
+    squashing op; the data-movement nodes walked are appended to ``path``."""
+    node = value.producer()
+    if node is None or id(node) in seen or node.domain not in ("", "ai.onnx"):
+        return []
+    seen.add(id(node))
+    if node.op_type in WEIGHT_QUANTIZED_BY_ORT:
+        has_weight = len(node.inputs) > 1 and node.inputs[1] is not None and const_tensor(node.inputs[1]) is not None
+        return [node] if squashed and has_weight else []
+    if node.op_type not in _SCORE_PATH_OPS:
+        return []
+    dynamic = [v for v in node.inputs if v is not None and const_tensor(v) is None]
+    if node.op_type == "Add" and len(dynamic) != 1:
+        return []  # a residual Add, not a bias
+    path.append(node)
+    squashed = squashed or node.op_type in SQUASHING_OPS
+    if node.op_type in ("Reshape", "Slice", "Gather", "Squeeze", "Unsqueeze"):
+        dynamic = dynamic[:1]  # the data, not the shape/indices
+    return [layer for v in dynamic for layer in _score_layers(v, squashed, path, seen)]
+
+
+def _float_score_heads(graph: ir.Graph) -> int:
+    """Unmark the score heads (see the module docstring) and the nodes between them and the graph outputs;
+    returns how many marked nodes that unmarked."""
+    path: list[ir.Node] = []
+    layers = [layer for out in graph.outputs for layer in _score_layers(out, False, path, set())]
+    unmarked = [n for n in dict.fromkeys((*layers, *path)) if plan_of(n) is not None]  # outputs may share nodes
+    for node in unmarked:
+        node.meta.pop(META_KEY, None)
+    marked_layers = [n for n in layers if n in unmarked]
+    if marked_layers:
+        names = ", ".join(n.name or n.op_type for n in marked_layers[:4])
+        log.info("%d score layer(s) stay float (their output reaches a graph output through a Sigmoid/Softmax; "
+                 "calibration data rarely reach a score's extremes): %s%s", len(marked_layers), names,
+                 ", ..." if len(marked_layers) > 4 else "")
+    return len(unmarked)
 
 
 WEIGHT_QUANTIZED_BY_ORT = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})

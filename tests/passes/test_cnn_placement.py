@@ -81,7 +81,7 @@ def test_activation_with_other_users_or_graph_output_is_not_folded() -> None:
              helper.make_node("Relu", ["c"], ["y"], name="relu"),
              helper.make_node("Conv", ["x", "w"], ["d"], name="conv2"),
              helper.make_node("Relu", ["d"], ["e"], name="relu2"),
-             helper.make_node("Sigmoid", ["d"], ["f"], name="sig")]
+             helper.make_node("Tanh", ["d"], ["f"], name="tanh")]  # a Sigmoid output would make conv2 a score head
     model = make_model(nodes, {"x": [1, 3, 4, 4]}, ["y", "e", "f"], {"w": _w(rng, 4, 3, 1, 1)})
     config = QuantConfig()
     m = preprocess(ir.from_proto(model), config)

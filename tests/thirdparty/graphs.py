@@ -99,3 +99,41 @@ def photo_folder(folder: Path, count: int = 16, size: tuple[int, int] = (40, 56)
         img[(yy - cy) ** 2 + (xx - cx) ** 2 < 60] = rng.uniform(0, 255, 3)
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"img{i:02d}.png")
     return folder
+
+
+def yolo_head(hw: int = 16) -> onnx.ModelProto:
+    """A YOLOv8-shaped detector head in miniature: Conv-Relu features, a 1x1 box Conv (4 channels) and a 1x1
+    class Conv (2 classes) joined by a Concat, reshaped to anchors, Split, box * stride and Sigmoid(class),
+    joined again as the output [N, 6, hw*hw]. Feature k is relu(image channel k); class 0's logit is
+    4 * (f0 + f1) - 6: negative unless channels 0 and 1 are both bright at one place (an "object")."""
+    nodes: list = []
+    w = np.zeros((3, 3, 3, 3), np.float32)
+    for k in range(3):
+        w[k, k, 1, 1] = 1.0
+    box_w = np.random.default_rng(0).normal(0, 0.5, (4, 3, 1, 1)).astype(np.float32)
+    cls_w = np.zeros((2, 3, 1, 1), np.float32)
+    cls_w[0, :2] = 4.0
+    cls_w[1, 2] = 2.0
+    inits = [numpy_helper.from_array(a, n) for a, n in (
+        (w, "stem.w"), (np.zeros(3, np.float32), "stem.b"), (box_w, "box.w"), (np.zeros(4, np.float32), "box.b"),
+        (cls_w, "cls.w"), (np.array([-6.0, -5.0], np.float32), "cls.b"),
+        (np.array([0, 6, -1], np.int64), "anchors"), (np.array([4, 2], np.int64), "split"),
+        (np.array(8.0, np.float32), "stride"))]
+    nodes += [
+        helper.make_node("Conv", ["image", "stem.w", "stem.b"], ["f.conv"], pads=[1, 1, 1, 1], name="/stem/Conv"),
+        helper.make_node("Relu", ["f.conv"], ["f"], name="/stem/Relu"),
+        helper.make_node("Conv", ["f", "box.w", "box.b"], ["box"], name="/head/box/Conv"),
+        helper.make_node("Conv", ["f", "cls.w", "cls.b"], ["cls"], name="/head/cls/Conv"),
+        helper.make_node("Concat", ["box", "cls"], ["joined"], axis=1, name="/head/Concat"),
+        helper.make_node("Reshape", ["joined", "anchors"], ["flat"], name="/head/Reshape"),
+        helper.make_node("Split", ["flat", "split"], ["box_flat", "cls_flat"], axis=1, name="/head/Split"),
+        helper.make_node("Mul", ["box_flat", "stride"], ["box_px"], name="/head/Mul"),
+        helper.make_node("Sigmoid", ["cls_flat"], ["scores"], name="/head/Sigmoid"),
+        helper.make_node("Concat", ["box_px", "scores"], ["output0"], axis=1, name="/head/Concat_out"),
+    ]
+    graph = helper.make_graph(nodes, "yolo_head", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                               ["N", 3, hw, hw])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", 6, hw * hw])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="mimic")
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
