@@ -58,9 +58,9 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
         click.option("--hera", is_flag=True,
                      help="Refine the levels by heuristic element replacement against the calibration Hessian "
                           "(after RTN or GPTQ; calibrates on --data)."),
-        click.option("--awq/--no-awq", default=None,
+        click.option("--awq/--no-awq", default=False, show_default=True,
                      help="Activation-aware per-channel scales before rounding, folded into the preceding norm or "
-                          "linear layer (calibrates on --data; default on for --algo gptq)."),
+                          "linear layer (calibrates on --data; measured worse than GPTQ + clip alone on SmolLM2)."),
         click.option("--clip/--no-clip", default=None,
                      help="Search each group's range for the least activation-weighted error "
                           "(calibrates on --data; default on for --algo gptq)."),
@@ -85,7 +85,7 @@ def weight_options(fn):  # noqa: ANN001, ANN201 - click decorator
 
 
 def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: int, algo: str, act_order: bool | None,
-                         asymmetric: bool, hera: bool = False, awq: bool | None = None, clip: bool | None = None,
+                         asymmetric: bool, hera: bool = False, awq: bool = False, clip: bool | None = None,
                          damp: float, fmt: str, dynamic_activations: bool, exclude: tuple[str, ...],
                          data: tuple[str, ...] | str | None, num_samples: int, max_length: int, tokenizer: str | None):  # -> WeightOnlyResult
     """Run weight-only quantization from CLI option values (callable from `qdq quantize`).
@@ -102,7 +102,7 @@ def quantize_weights_api(model: Path, output: Path, *, bits: str, group_size: in
             bits=int(bits[3:]), group_size=group_size, algo=algo, symmetric=not asymmetric,
             act_order=act_order if act_order is not None else algo == "gptq",
             damp=damp, format=fmt, accuracy_level=4 if dynamic_activations else 0, exclude=tuple(exclude), hera=hera,
-            awq=awq if awq is not None else algo == "gptq", clip=clip if clip is not None else algo == "gptq",
+            awq=awq, clip=clip if clip is not None else algo == "gptq",
         )
     except WeightQuantError as exc:
         raise click.ClickException(str(exc)) from None

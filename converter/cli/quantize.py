@@ -64,8 +64,8 @@ def _split_excludes(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
               help="--weights gptq: quantize columns by decreasing Hessian diagonal (default for gptq).")
 @click.option("--asymmetric", is_flag=True, help="--weights: one zero point per group (default symmetric).")
 @click.option("--hera", is_flag=True, help="--weights: refine the levels by heuristic element replacement (calibrates on --data, default builtin:mix).")
-@click.option("--awq/--no-awq", default=None,
-              help="--weights: activation-aware per-channel scales before rounding (calibrates on --data; default on for gptq).")
+@click.option("--awq/--no-awq", default=False, show_default=True,
+              help="--weights: activation-aware per-channel scales before rounding (calibrates on --data).")
 @click.option("--clip/--no-clip", default=None,
               help="--weights: search each group's range for the least activation-weighted error (default on for gptq).")
 @click.option("--damp", type=float, default=0.01, show_default=True, help="--weights gptq: damping, fraction of mean diag(H).")
@@ -86,7 +86,7 @@ def command(model: Path, calib: Path | None, data: tuple[str, ...], num_samples:
             max_length: int, tokenizer: str | None, image, method: str | None, smoothquant: str | None,
             exclude: tuple[str, ...], target: str, cpu: str, quantize_attention: bool | None, per_tensor: bool,
             weight_rounding: str, range_search: str, target_accuracy: str | None, weights: str | None, group_size: int, algo: str,
-            act_order: bool | None, asymmetric: bool, hera: bool, awq: bool | None, clip: bool | None, damp: float, weight_format: str,
+            act_order: bool | None, asymmetric: bool, hera: bool, awq: bool, clip: bool | None, damp: float, weight_format: str,
             dynamic_activations: bool, eval_data: str | None,
             output: Path, speed_check: bool | None, executor: str, ray_address: str | None, force: bool) -> None:
     """Quantize MODEL.onnx to static INT8 (QDQ) with ranges from --calib or from --data.

@@ -88,5 +88,5 @@ class WeightOnlyConfig:
         return " ".join(parts)
 
 
-DEFAULT_INT4 = WeightOnlyConfig(bits=4, group_size=128, algo="gptq", awq=True, clip=True)
+DEFAULT_INT4 = WeightOnlyConfig(bits=4, group_size=128, algo="gptq", clip=True)
 """The recipe ``qdq quantize-weights --algo gptq`` uses (chosen on the tuning split of tools/bench_llm.py)."""
