@@ -3,8 +3,8 @@
 For linear layers reading the same input X (e.g. q/k/v), a per-input-channel factor s multiplies the
 weights' columns and divides the input: X Wᵀ = (X / s)(W s)ᵀ. Salient channels (large activations)
 get finer rounding steps. s = rms(X)^α, normalised, with α searched on a grid for the least output
-error E = W - Q(W s) / s (Q: round to nearest, with the clip search when that is on) measured against the calibration Hessian: tr(E H Eᵀ) (H = 2XᵀX/n), so no
-extra forward pass is needed. 1/s is folded into the layer that produced X, keeping the float block
+error E = W - Q(W s) / s (Q: round to nearest, with the clip search when that is on) measured against
+the calibration Hessian: tr(E H Eᵀ) (H = 2XᵀX/n), so no extra forward pass is needed. 1/s is folded into the layer that produced X, keeping the float block
 exact:
 
 - a norm (RMSNorm/LayerNorm) whose output is X: its weight (and bias) are divided by s; the exported
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .config import WeightOnlyConfig
-from .quantizers import _quantize, group_params
+from .quantizers import group_params, quantize_levels
 from .torch_layers import is_linear
 from .torch_layers import set_weight_nk as _set_weight_nk
 from .torch_layers import weight_nk as _weight_nk
@@ -55,7 +55,7 @@ def rtn_dequantized(w: torch.Tensor, bits: int, group_size: int, symmetric: bool
         imp = torch.nn.functional.pad(importance, (0, pad)) if pad else importance
         importance = imp.reshape(-1, group_size).repeat(n, 1)
     scale, zero = group_params(rows, bits, symmetric, importance)
-    q = _quantize(rows, scale[:, None], zero[:, None], 2**bits - 1)
+    q = quantize_levels(rows, scale[:, None], zero[:, None], 2**bits - 1)
     return ((q - zero[:, None]) * scale[:, None]).reshape(n, -1)[:, :k]
 
 
@@ -69,13 +69,12 @@ def search_scale(w: torch.Tensor, hessian: torch.Tensor, config: WeightOnlyConfi
     """
     w = w.to(torch.float64)
     h = hessian.to(torch.float64)
-    rms = torch.sqrt(torch.clamp(torch.diag(h) / 2, min=0))
+    diag = torch.diag(h)
+    rms = torch.sqrt(torch.clamp(diag / 2, min=0))
     if tie is not None:
         kv, rep, d = tie
         rms = rms.reshape(kv, rep, d).mean(1, keepdim=True).expand(kv, rep, d).reshape(-1)
     rms = torch.clamp(rms, min=1e-8)
-
-    diag = torch.diag(h)
 
     def loss(s: torch.Tensor) -> float:
         imp = diag / s**2 if config.clip else None  # the scaled inputs' Hessian diagonal

@@ -98,7 +98,7 @@ def group_params(w: torch.Tensor, bits: int, symmetric: bool,
     importance = importance.to(w.dtype)
 
     def error(s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        q = _quantize(w, s[:, None], z[:, None], maxq)
+        q = quantize_levels(w, s[:, None], z[:, None], maxq)
         return (((q - z[:, None]) * s[:, None] - w) ** 2 * importance).sum(1)
 
     best = error(scale, zero)
@@ -110,7 +110,7 @@ def group_params(w: torch.Tensor, bits: int, symmetric: bool,
     return scale, zero
 
 
-def _quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
+def quantize_levels(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
     """Levels for ``w`` (any trailing shape broadcasting against scale/zero)."""
     return torch.clamp(torch.round(w / scale) + zero, 0, maxq)
 
@@ -141,7 +141,7 @@ def quantize_rtn(w: np.ndarray, config: WeightOnlyConfig, name: str = "weight",
         diag = torch.nn.functional.pad(torch.diag(hessian).to(torch.float64), (0, blocks * g - k))
         importance = diag.reshape(blocks, g).repeat(n, 1)
     scale, zero = group_params(wt, config.bits, config.symmetric, importance)
-    q = _quantize(wt, scale[:, None], zero[:, None], maxq)
+    q = quantize_levels(wt, scale[:, None], zero[:, None], maxq)
     return _pack_result(q.reshape(n, blocks * g)[:, :k], scale.reshape(n, blocks), zero.reshape(n, blocks), config)
 
 
@@ -277,7 +277,7 @@ def _gptq(w: torch.Tensor, hessian: torch.Tensor, config: WeightOnlyConfig, name
                 imp = importance[col:col + g].float() if importance is not None else None
                 scales_t[grp], zeros_t[grp] = group_params(W1[i:i + g].T, bits, sym, imp)
             s, z, w_col = scales_t[grp], zeros_t[grp], W1[i]
-            q = _quantize(w_col, s, z, maxq)
+            q = quantize_levels(w_col, s, z, maxq)
             Qt[col] = q
             err = Err1[i]
             torch.div(w_col - (q - z) * s, Hinv1[i, i], out=err)
