@@ -8,7 +8,6 @@ point (the one ``pip install`` makes ``qdq``), with ``model.onnx`` = the digits 
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shlex
@@ -76,10 +75,9 @@ def _unknown(invocation: str) -> list[str]:
 
 def _generator():
     """tools/gen_cli_reference.py (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("gen_cli_reference", ROOT / "tools" / "gen_cli_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from tool_modules import load_tool
+
+    return load_tool("gen_cli_reference")
 
 
 def test_cli_reference_is_current() -> None:

@@ -8,9 +8,7 @@ encoder, and a MobileNetV3-style CNN (depthwise Convs, HardSwish, hard-sigmoid S
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +24,7 @@ from converter.quantize import quantize_file
 from int8_numerics import assert_fused_close, run_exact
 from runtime import Engine
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-def _tool(name: str):
-    """A module of tools/ (not a package), registered so its dataclasses and imports resolve."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+from tool_modules import load_tool as _tool
 
 
 ZOO = _tool("zoo_models")

@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
 from pathlib import Path
 
 from calibration_data import builtin_path, read_texts
 from calibration_data.builtin import SAMPLES_DIR
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 def test_sentences_and_heldout() -> None:
     train, held = list(read_texts("builtin:text")), list(read_texts("builtin:text-heldout"))
@@ -43,9 +39,8 @@ def test_digits_folder_and_total_size(tmp_path: Path) -> None:
     assert {r["label"] for r in rows} == {str(d) for d in range(10)}
     assert sum(p.stat().st_size for p in SAMPLES_DIR.rglob("*") if p.is_file()) < 1_000_000
 
-    spec = importlib.util.spec_from_file_location("make_samples", REPO / "tools" / "make_samples.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.make_digits(tmp_path)
+    from tool_modules import load_tool
+
+    load_tool("make_samples").make_digits(tmp_path)
     for name in [*pngs, "labels.csv"]:
         assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), f"{name} differs when regenerated"

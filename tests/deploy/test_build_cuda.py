@@ -201,15 +201,9 @@ def test_a_product_that_is_not_attention_is_left_alone(tmp_path: Path) -> None:
 
 
 def _zoo_models():
-    import importlib.util
-    import sys
+    from tool_modules import load_tool
 
-    if "zoo_models" not in sys.modules:
-        path = Path(__file__).parents[2] / "tools" / "zoo_models.py"
-        spec = importlib.util.spec_from_file_location("zoo_models", path)
-        sys.modules["zoo_models"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["zoo_models"])
-    return sys.modules["zoo_models"]
+    return load_tool("zoo_models")
 
 
 @pytest.mark.parametrize("name, op", [("t5-encoder", "Attention"), ("gpt2", "MultiHeadAttention"),

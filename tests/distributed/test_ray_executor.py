@@ -158,15 +158,9 @@ def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch, digits_cnn
 
 def test_zoo_sweep_on_ray_equals_local(ray_executor, tmp_path: Path) -> None:
     """tools/zoo.py --executor ray: one task per model, the same rows as the local sweep."""
-    import importlib.util
-    import sys
+    from tool_modules import load_tool
 
-    tools = Path(__file__).resolve().parents[2] / "tools"
-    if "zoo" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("zoo", tools / "zoo.py")
-        sys.modules["zoo"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["zoo"])
-    zoo = sys.modules["zoo"]
+    zoo = load_tool("zoo")
     rows = {}
     for executor in ("local", "ray"):
         out = tmp_path / f"{executor}.json"

@@ -1,22 +1,14 @@
 """tools/llm_domains.py: held-out domain texts from installed packages, tune and report splits disjoint."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
+from tool_modules import TOOLS
+from tool_modules import load_tool as _tool
+
 from calibration_data.builtin import builtin_path
-
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
-
-
-def _tool(name: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
 
 
 def test_domains_disjoint_deterministic_and_unseen(tmp_path: Path):
