@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .config import WeightOnlyConfig
-from .quantizers import group_params, quantize_levels
+from .quantizers import round_groups
 from .torch_layers import is_linear
 from .torch_layers import set_weight_nk as _set_weight_nk
 from .torch_layers import weight_nk as _weight_nk
@@ -43,20 +43,10 @@ def _is_norm(module: torch.nn.Module) -> bool:
 
 def rtn_dequantized(w: torch.Tensor, bits: int, group_size: int, symmetric: bool,
                     importance: torch.Tensor | None = None) -> torch.Tensor:
-    """W [N, K] rounded to nearest per group and dequantized (K padded to whole groups, then cut).
-
-    ``importance`` [K] (the inputs' Hessian diagonal) turns on the clip search of each group's range.
-    """
-    n, k = w.shape
-    pad = -k % group_size
-    wp = torch.nn.functional.pad(w, (0, pad)) if pad else w
-    rows = wp.reshape(-1, group_size)
-    if importance is not None:
-        imp = torch.nn.functional.pad(importance, (0, pad)) if pad else importance
-        importance = imp.reshape(-1, group_size).repeat(n, 1)
-    scale, zero = group_params(rows, bits, symmetric, importance)
-    q = quantize_levels(rows, scale[:, None], zero[:, None], 2**bits - 1)
-    return ((q - zero[:, None]) * scale[:, None]).reshape(n, -1)[:, :k]
+    """W [N, K] rounded to nearest per group (:func:`round_groups`, clip-searched with ``importance``), dequantized."""
+    q, scale, zero = round_groups(w, bits, group_size, symmetric, importance)
+    k = w.shape[1]
+    return (q - zero.repeat_interleave(group_size, 1)[:, :k]) * scale.repeat_interleave(group_size, 1)[:, :k]
 
 
 def search_scale(w: torch.Tensor, hessian: torch.Tensor, config: WeightOnlyConfig,

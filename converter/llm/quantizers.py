@@ -127,22 +127,31 @@ def _pad_k(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return torch.nn.functional.pad(w, (0, pad)) if pad else w
 
 
+def round_groups(w: torch.Tensor, bits: int, group_size: int, symmetric: bool,
+                 importance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Round W [N, K] to the nearest level of its group: levels [N, K], scales and zero points [N, blocks].
+
+    ``importance`` [K] (the inputs' Hessian diagonal) turns on the clip search of each group's range.
+    """
+    n, k = w.shape
+    wt = _pad_k(w, group_size)
+    blocks = wt.shape[1] // group_size
+    wt = wt.reshape(n * blocks, group_size)
+    if importance is not None:
+        importance = _pad_k(importance[None].to(w.dtype), group_size).reshape(blocks, group_size).repeat(n, 1)
+    scale, zero = group_params(wt, bits, symmetric, importance)
+    q = quantize_levels(wt, scale[:, None], zero[:, None], 2**bits - 1)
+    return q.reshape(n, blocks * group_size)[:, :k], scale.reshape(n, blocks), zero.reshape(n, blocks)
+
+
 def quantize_rtn(w: np.ndarray, config: WeightOnlyConfig, name: str = "weight",
                  hessian: torch.Tensor | None = None) -> QuantizedWeight:
     """Round each weight to the nearest level of its group (ranges clip-searched when ``config.clip`` and H [K, K])."""
     check_shape(w, config.group_size, name)
-    n, k = w.shape
-    g, maxq = config.group_size, 2**config.bits - 1
-    wt = _pad_k(torch.tensor(np.asarray(w), dtype=torch.float64), g)
-    blocks = wt.shape[1] // g
-    wt = wt.reshape(n * blocks, g)
-    importance = None
-    if config.clip and hessian is not None:
-        diag = torch.nn.functional.pad(torch.diag(hessian).to(torch.float64), (0, blocks * g - k))
-        importance = diag.reshape(blocks, g).repeat(n, 1)
-    scale, zero = group_params(wt, config.bits, config.symmetric, importance)
-    q = quantize_levels(wt, scale[:, None], zero[:, None], maxq)
-    return _pack_result(q.reshape(n, blocks * g)[:, :k], scale.reshape(n, blocks), zero.reshape(n, blocks), config)
+    importance = torch.diag(hessian) if config.clip and hessian is not None else None
+    q, scale, zero = round_groups(torch.tensor(np.asarray(w), dtype=torch.float64), config.bits, config.group_size,
+                                  config.symmetric, importance)
+    return _pack_result(q, scale, zero, config)
 
 
 @contextlib.contextmanager
