@@ -55,8 +55,11 @@ def apply_input_scales(graph: ir.Graph, scaled: Iterable[tuple[ir.Node, np.ndarr
         mul = ir.node("Mul", [x, inv], name=f"{x.name}_awq_scale")
         mul.outputs[0].name = f"{x.name}_awq_scaled"
         mul.outputs[0].type, mul.outputs[0].shape = x.type, x.shape
-        first = min(nodes, key=lambda n: list(graph).index(n))
-        graph.insert_before(first, mul)
+        producer = x.producer()  # right after x is made: before every reader, without searching for them
+        if producer is not None:
+            graph.insert_after(producer, mul)
+        else:
+            graph.insert_before(next(iter(graph)), mul)
         for node in nodes:
             node.replace_input_with(0, mul.outputs[0])
         inserted += 1
