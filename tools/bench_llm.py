@@ -49,6 +49,7 @@ from converter.llm.perplexity import window_logits  # noqa: E402
 from converter.llm.weight_only import lm_calibration, needs_hessians, quantize_weights  # noqa: E402
 from converter.models import resolve_model, source_model_dir  # noqa: E402
 from runtime import Engine  # noqa: E402
+from runtime.cpu import cpu_int8  # noqa: E402
 from runtime.generate import generate  # noqa: E402
 
 log = logging.getLogger("bench_llm")
@@ -279,18 +280,6 @@ def main() -> None:
     report(rows, args, len(held))
 
 
-def cpu_kind() -> str:
-    """The CPU model and its integer dot-product extensions, from /proc/cpuinfo."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines() if line.startswith("flags")), set())
-    have = [f for f in ("avx512_vnni", "avx512f", "avx_vnni", "avx2") if f in flags]
-    return f"{model} ({', '.join(have) or 'no AVX2'}), {os.cpu_count()} logical cores"
-
-
 def _domains(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Path]:
     """{name: text file} from --domains and --domain NAME=FILE (checked before any work)."""
     from llm_domains import domain_files
@@ -329,7 +318,8 @@ def domain_bench(args: argparse.Namespace, fp32: Path, work: Path, tok, domains:
         return quantize_in_process(src, out, cfg, args)
 
     vs = bd.run(args, fp32, work, tok, domains, quantize)
-    header = (f"LM {args.model}; CPU {cpu_kind()}; ONNX Runtime CPU, {args.threads} thread(s); evaluation: the first "
+    header = (f"LM {args.model}; CPU {cpu_int8().describe()}, {os.cpu_count()} logical cores; "
+              f"ONNX Runtime CPU, {args.threads} thread(s); evaluation: the first "
               f"{args.max_eval_tokens} tokens of each domain, windows of {args.context} tokens (each a prefill); "
               f"calibration for GPTQ/AWQ/clip/HERA variants: {args.calib_samples} windows of {args.calib_length} "
               f"tokens from {' + '.join(args.calib)} (equal shares); quant s / peak GB: wall time and peak RSS of "
@@ -338,7 +328,7 @@ def domain_bench(args: argparse.Namespace, fp32: Path, work: Path, tok, domains:
     print("\n" + "\n".join(bd.report(vs, list(domains), header)))
     if args.json:
         bd.write_json(args.json, bd.to_json(vs, domains, {
-            "model": args.model, "cpu": cpu_kind(), "threads": args.threads, "context": args.context,
+            "model": args.model, "cpu": cpu_int8().describe(), "threads": args.threads, "context": args.context,
             "max_eval_tokens": args.max_eval_tokens, "calib": args.calib, "calib_samples": args.calib_samples,
             "calib_length": args.calib_length, "split": args.domains, "eval_peak_rss_gb": peak_rss_gb()}))
         print(f"wrote {args.json}")
@@ -347,7 +337,7 @@ def domain_bench(args: argparse.Namespace, fp32: Path, work: Path, tok, domains:
 def report(rows: list[Row], args: argparse.Namespace, n_tokens: int) -> None:
     base = rows[0]
     by_name = {r.name: r for r in rows}
-    print(f"\nLM {args.model}; CPU {cpu_kind()}; held-out {n_tokens} tokens, context {args.context}; generation: batch 1, "
+    print(f"\nLM {args.model}; CPU {cpu_int8().describe()}, {os.cpu_count()} logical cores; held-out {n_tokens} tokens, context {args.context}; generation: batch 1, "
           f"{args.prompt_tokens}-token prompt + {args.new_tokens} new tokens, best of {args.repeats}, {args.threads} thread(s), "
           f"ONNX Runtime CPU; GPTQ/HERA calibration: {args.calib_samples} windows of {args.calib_length} tokens "
           f"(sequential); quant s / peak GB: wall time and peak RSS of the process that quantized")

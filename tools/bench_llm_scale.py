@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -31,17 +30,9 @@ STEPS = {
 }
 OUTPUTS = {"export": "fp32", "gptq": "int4", "w8a8": "w8a8", "kv": "kv8"}
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def cpu_kind() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                flags = Path("/proc/cpuinfo").read_text()
-                return line.split(":", 1)[1].strip() + (" (AVX-512 VNNI)" if "avx512_vnni" in flags else "")
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from runtime.cpu import cpu_int8  # noqa: E402
 
 
 def parse_time_v(text: str) -> dict[str, float] | None:
@@ -106,7 +97,7 @@ def main() -> None:
                     row["rss_over_weights"] = round(row["peak_rss"] / row["fp32_weight_bytes"], 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\nCPU: {cpu_kind()}, {os.cpu_count()} cores; load now {os.getloadavg()[0]:.1f}; "
+    print(f"\nCPU: {cpu_int8().describe()}, {os.cpu_count()} cores; load now {os.getloadavg()[0]:.1f}; "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print("| model | FP32 weights GB | step | wall s | CPU s | peak RSS GB | RSS / weights |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -116,7 +107,7 @@ def main() -> None:
               f"{r.get('seconds', 0):.0f} | {r.get('cpu_seconds', 0):.0f} | {r.get('peak_rss', 0) / 1e9:.2f} | "
               f"{r.get('rss_over_weights', '')}{'' if ok else ' (failed: exit ' + str(r.get('status')) + ')'} |")
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_kind(), "date": time.strftime("%Y-%m-%d"), "rows": rows},
+        args.json.write_text(json.dumps({"cpu": cpu_int8().describe(), "date": time.strftime("%Y-%m-%d"), "rows": rows},
                                         indent=1) + "\n")
 
 
